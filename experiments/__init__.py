@@ -1,0 +1,1 @@
+"""Experiment scripts: build cells, run them, audit, aggregate, print tables."""

@@ -1,0 +1,62 @@
+"""Typed errors of the service layer.
+
+Every error a service raises is a ``ServiceError`` subclass with a stable
+``code``; the server endpoint maps it to a wire error reply in exactly one place
+(``transports.endpoint``), so services never build replies themselves.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ServiceError(Exception):
+    """Base of all service errors; ``code`` is what goes on the wire."""
+
+    code: ClassVar[str] = "SERVICE_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ServiceError):
+    """An argument is missing, of the wrong type or out of range."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class UnknownOperation(ServiceError):
+    """The service has no operation of that name."""
+
+    code = "UNKNOWN_OPERATION"
+
+
+class AuthFailed(ServiceError):
+    """Login refused. Same code and message for unknown account and wrong PIN."""
+
+    code = "AUTH_FAILED"
+
+
+class Unauthenticated(ServiceError):
+    """The session token is missing, unknown or expired."""
+
+    code = "UNAUTHENTICATED"
+
+
+class InsufficientFunds(ServiceError):
+    """A withdrawal larger than the balance; nothing was applied."""
+
+    code = "INSUFFICIENT_FUNDS"
+
+
+class LimitExceeded(ServiceError):
+    """A balance would leave its documented range; nothing was applied."""
+
+    code = "LIMIT_EXCEEDED"
+
+
+class TransactionFailed(ServiceError):
+    """The seed's random server-side failure: nothing was applied, try again."""
+
+    code = "TRANSACTION_FAILED"

@@ -1,0 +1,1 @@
+"""Moving messages: wire codec, framing, endpoints, fault layer and drivers."""
