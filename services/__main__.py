@@ -1,0 +1,7 @@
+"""``python -m services``: serve a service or run an interactive client."""
+
+import sys
+
+from services.cli import main
+
+sys.exit(main())

@@ -1,0 +1,198 @@
+"""Command line: ``serve`` a service over a transport, or run a ``client``.
+
+This module is the composition root: the one place in ``services`` that
+imports ``transports``, to wire a service to a driver. The services themselves
+know nothing of sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from services import numbers, text
+from services.bank import BankService
+from services.base import Service
+from services.ledger import Ledger
+from transports.call import RetrySettings
+from transports.client import TRANSPORTS, RunningServer, default_settings, start_server
+from transports.driver import ServerContext, ServerLimits
+from transports.endpoint import ServerEndpoint
+from transports.faults import FaultSpec, FaultSpecError
+from transports.retry import RetryPolicy
+from transports.semantics import Semantics
+from transports.tcp import SeedHandler
+
+SERVICES = ("text", "numbers", "bank")
+CLIENTS = ("text", "numbers", "atm")
+DEFAULT_SEMANTICS = {"text": "at-least-once", "numbers": "at-least-once", "bank": "exactly-once"}
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+DISCONNECT = "!DISCONNECT"  # the lab's end-of-session message
+
+
+class UsageError(Exception):
+    """A bad option value: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m services",
+        description="Serve the lab's text, numbers and bank services over TCP or UDP, "
+        "or talk to them with an interactive client.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,client}")
+
+    serve = commands.add_parser("serve", help="run a server until interrupted (Ctrl-C)")
+    serve.add_argument("service", choices=SERVICES)
+    _add_endpoint_options(serve)
+    serve.add_argument("--db", metavar="PATH", help="bank ledger file (default: a fresh temporary ledger)")
+    serve.add_argument(
+        "--framing",
+        choices=("length", "seed"),
+        default="length",
+        help="TCP framing: our length-prefixed protocol, or the lab's 64-byte header "
+        "with plain-text replies (text and numbers only)",
+    )
+    serve.add_argument(
+        "--semantics",
+        choices=[s.value for s in Semantics],
+        help="call semantics the server implements (default: exactly-once for bank, "
+        "at-least-once otherwise)",
+    )
+    serve.add_argument("--workers", type=int, default=4, help="threads for blocking services")
+    serve.add_argument("--max-connections", type=int, default=ServerLimits.max_connections)
+    serve.add_argument("--verbose", action="store_true", help="log rejected input")
+
+    client = commands.add_parser("client", help="interactive client (also reads piped input)")
+    client.add_argument("service", choices=CLIENTS)
+    _add_endpoint_options(client)
+    client.add_argument("--timeout", type=float, help="seconds to wait for each reply")
+    client.add_argument("--attempts", type=int, help="maximum attempts per operation")
+    return parser
+
+
+def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--transport", choices=TRANSPORTS, default="tcp")
+    parser.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    parser.add_argument("--port", type=int, default=5050)
+    parser.add_argument(
+        "--faults",
+        default="",
+        metavar="SPEC",
+        help='fault injection, e.g. "loss=0.1,dup=0.02,delay=2ms,app_fail=0.1" '
+        "(see transports/FAULTS.md)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for every fault decision")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        faults = FaultSpec.parse(args.faults)
+        if not 0 <= args.port <= 65535:
+            raise UsageError(f"--port must be 0..65535, got {args.port}")
+        if args.command == "serve":
+            return asyncio.run(serve(args, faults))
+        from services.clients import run_client
+
+        return asyncio.run(run_client(args.service, args.transport, args.host, args.port,
+                                      _client_settings(args), faults, args.seed))
+    except (UsageError, FaultSpecError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _client_settings(args: argparse.Namespace) -> RetrySettings:
+    settings = default_settings(args.transport)
+    if args.timeout is not None:
+        if args.timeout <= 0:
+            raise UsageError("--timeout must be positive")
+        settings.policy = RetryPolicy.from_name(settings.policy.name, timeout=args.timeout)
+    if args.attempts is not None:
+        if args.attempts < 1:
+            raise UsageError("--attempts must be at least 1")
+        settings.max_attempts = args.attempts
+    return settings
+
+
+def _make_service(args: argparse.Namespace, faults: FaultSpec) -> tuple[Service, Callable[[], None]]:
+    """The service object and how to release what it holds."""
+    if args.service == "text":
+        return text.TextService(), lambda: None
+    if args.service == "numbers":
+        return numbers.NumbersService(), lambda: None
+    try:
+        ledger = Ledger(args.db, fail_probability=faults.app_fail, seed=args.seed)
+    except Exception as err:  # sqlite3 errors, unreadable file, not a database
+        raise UsageError(f"cannot open ledger {args.db!r}: {err}") from err
+    return BankService(ledger), ledger.close
+
+
+def _seed_handler(service: str) -> SeedHandler:
+    """The lab's plain-text protocol for the text and numbers services."""
+    if service == "text":
+        return lambda line: (text.seed_reply(line), line == DISCONNECT)
+    if service == "numbers":
+        return lambda line: (
+            ("[Disconnected]", True) if line == DISCONNECT else (numbers.seed_reply(line), False)
+        )
+    raise UsageError("--framing seed is only for the text and numbers services")
+
+
+async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
+    if args.host not in LOOPBACK:
+        print(f"warning: binding to {args.host}, reachable beyond this machine", file=sys.stderr)
+    seed_handler = _seed_handler(args.service) if args.framing == "seed" else None
+    service, release = _make_service(args, faults)
+    semantics = Semantics(args.semantics or DEFAULT_SEMANTICS[args.service])
+    endpoint = ServerEndpoint(service, semantics)
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.workers)) as pool:
+        context = ServerContext(
+            endpoint,
+            host=args.host,
+            port=args.port,
+            pool=pool,
+            limits=ServerLimits(max_connections=args.max_connections),
+            faults=None if faults.is_zero else faults,
+            seed=args.seed,
+            on_bad_input=(lambda what: print(f"[REJECTED] {what}", file=sys.stderr))
+            if args.verbose
+            else None,
+        )
+        try:
+            server = await start_server(args.transport, context, seed_handler)
+        except OSError as err:
+            release()
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from err
+        print(
+            f"[LISTENING] {args.service} on {args.transport}://{server.host}:{server.port} "
+            f"(semantics {semantics.value}, framing {args.framing}, faults {faults or 'none'})",
+            flush=True,
+        )
+        await _wait_for_signal()
+        await server.close()
+    release()
+    _print_counters(server)
+    return 0
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _print_counters(server: RunningServer) -> None:
+    counters = server.context.endpoint.counters
+    summary = ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "no requests"
+    print(f"[STOPPED] {summary}", flush=True)

@@ -1,0 +1,117 @@
+"""Server endpoint: bytes in, bytes out, no I/O (h11 style).
+
+``ServerEndpoint.handle(data, now)`` decodes one request, applies the call
+semantics (reply cache, idempotency keys), runs the service and encodes the
+reply. It is the one place where service errors become wire errors. Drivers
+(tcp, udp, sim) only move the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter
+from dataclasses import replace
+
+from services.base import CallContext, Service
+from services.errors import ServiceError
+from transports.semantics import InProgress, ReplyCache, Semantics
+from transports.wire import Reply, Request, WireError, decode_request, encode_reply
+
+log = logging.getLogger(__name__)
+
+INTERNAL = "INTERNAL"
+RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
+
+
+class ServerEndpoint:
+    """Executes requests for one service under one call semantics."""
+
+    def __init__(
+        self,
+        service: Service,
+        semantics: Semantics = Semantics.AT_LEAST_ONCE,
+        reply_cache: ReplyCache | None = None,
+    ) -> None:
+        self.service = service
+        self.semantics = semantics
+        if semantics is Semantics.AT_MOST_ONCE and reply_cache is None:
+            reply_cache = ReplyCache()
+        self.reply_cache = reply_cache if semantics is Semantics.AT_MOST_ONCE else None
+        self.counters: Counter[str] = Counter()
+        self._counter_lock = threading.Lock()
+
+    @property
+    def blocking(self) -> bool:
+        return self.service.blocking
+
+    def handle(self, data: bytes, now: float) -> bytes | None:
+        """Answer one encoded request; None means drop it (nothing to say)."""
+        try:
+            request = decode_request(data)
+        except WireError as err:
+            self.count(f"rejected_{err.code.lower()}")
+            if not err.answerable or err.request_id is None:
+                return None  # a corrupted message's id cannot be trusted
+            return encode_reply(Reply.error(err.request_id, err.attempt, err.code, err.message))
+        self.count("requests")
+        reply = self._answer(request, now)
+        return None if reply is None else self._encode(reply)
+
+    def _answer(self, request: Request, now: float) -> Reply | None:
+        cache = self.reply_cache
+        if cache is None:
+            return self.execute(request, now)
+        key = _cache_key(request)
+        cached = cache.begin(key, now)
+        if isinstance(cached, InProgress):
+            self.count("dropped_in_progress")
+            return None
+        if cached is not None:
+            self.count("reply_cache_hits")
+            return replace(cached, attempt=request.attempt)
+        reply = self.execute(request, now)
+        cache.complete(key, reply, now)
+        return reply
+
+    def execute(self, request: Request, now: float) -> Reply:
+        """Run the service; map every error to a reply (the one mapping place)."""
+        ctx = CallContext(
+            request_id=request.id,
+            now=now,
+            idempotent=self.semantics is Semantics.EXACTLY_ONCE,
+        )
+        try:
+            result = self.service.handle(request.op, request.args, ctx)
+        except ServiceError as err:
+            self.count(f"error_{err.code.lower()}")
+            return Reply.error(request.id, request.attempt, err.code, err.message)
+        except Exception:
+            log.exception("internal error executing %s", request.op)
+            self.count("error_internal")
+            return Reply.error(request.id, request.attempt, INTERNAL, "internal server error")
+        self.count("executed")
+        return Reply.ok(request.id, request.attempt, result)
+
+    def _encode(self, reply: Reply) -> bytes:
+        try:
+            return encode_reply(reply)
+        except WireError:
+            self.count("error_result_too_large")
+            return encode_reply(
+                Reply.error(
+                    reply.id, reply.attempt, RESULT_TOO_LARGE, "the result exceeds the message limit"
+                )
+            )
+
+    def count(self, what: str) -> None:
+        with self._counter_lock:
+            self.counters[what] += 1
+
+
+def _cache_key(request: Request) -> str:
+    # The id alone would let a buggy or hostile client that reuses an id read
+    # another request's reply; binding the operation and arguments prevents it.
+    args = json.dumps(request.args, sort_keys=True, separators=(",", ":"))
+    return f"{request.id}\x00{request.op}\x00{args}"

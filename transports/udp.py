@@ -1,0 +1,120 @@
+"""UDP driver: one wire message per datagram (thin glue).
+
+Datagrams larger than ``MAX_MESSAGE_SIZE`` are dropped and counted before any
+parsing. Server-side fault links, when configured, are kept per peer address
+(bounded, oldest forgotten first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any, cast
+
+from transports.driver import Inbox, Links, ServerContext, through_link
+from transports.wire import MAX_MESSAGE_SIZE
+
+Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
+
+
+class _ServerProtocol(asyncio.DatagramProtocol):
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.transport: asyncio.DatagramTransport | None = None
+        self._peer_links: OrderedDict[Address, Links] = OrderedDict()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # CPython's selector datagram transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        if len(data) > MAX_MESSAGE_SIZE:
+            self.ctx.endpoint.count("rejected_oversize_datagram")
+            return
+        links = self._links(addr)
+
+        def send(reply: bytes) -> None:
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.sendto(reply, addr)
+
+        def respond(reply: bytes) -> None:
+            through_link(links.reply, reply, send, _no_reset)
+
+        def execute(message: bytes) -> None:
+            self.ctx.execute(message, respond)
+
+        through_link(links.request, data, execute, _no_reset)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (e.g. a client that went away) must not stop the server.
+        self.ctx.endpoint.count("socket_errors")
+
+    def _links(self, addr: Address) -> Links:
+        if self.ctx.faults is None:
+            return _NO_LINKS
+        links = self._peer_links.get(addr)
+        if links is None:
+            links = self._peer_links[addr] = self.ctx.links_for_peer(stream=False)
+            if len(self._peer_links) > self.ctx.limits.max_peers_tracked:
+                self._peer_links.popitem(last=False)
+        return links
+
+
+_NO_LINKS = Links()
+
+
+def _no_reset() -> None:
+    """Datagram links never reset: there is no connection to break."""
+
+
+async def start_udp_server(ctx: ServerContext) -> asyncio.DatagramTransport:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _ServerProtocol(ctx), local_addr=(ctx.host, ctx.port)
+    )
+    return transport
+
+
+class _ClientProtocol(asyncio.DatagramProtocol):
+    def __init__(self, channel: UdpChannel) -> None:
+        self.channel = channel
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        through_link(self.channel.links.reply, data, self.channel.inbox.put, _no_reset)
+
+    def error_received(self, exc: Exception) -> None:
+        # e.g. ECONNREFUSED from an ICMP port unreachable: the attempt simply
+        # gets no reply and times out, as it would on a real network.
+        self.channel.socket_errors += 1
+
+
+class UdpChannel:
+    """Client channel: a connected UDP socket to one server."""
+
+    def __init__(self, host: str, port: int, links: Links | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.links = links or Links()
+        self.inbox = Inbox()
+        self.socket_errors = 0
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def send(self, data: bytes) -> None:
+        transport = self._transport or await self._open()
+        through_link(self.links.request, data, transport.sendto, _no_reset)
+
+    async def receive(self, timeout: float) -> bytes | None:
+        return await self.inbox.get(timeout)
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    async def _open(self) -> asyncio.DatagramTransport:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _ClientProtocol(self), remote_addr=(self.host, self.port)
+        )
+        self._transport = transport
+        return transport
