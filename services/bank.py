@@ -1,0 +1,131 @@
+"""The bank service: the lab's bank server as a ``Service`` over a ``Ledger``.
+
+Role: validate every argument strictly, resolve the session token, and call
+the ledger; all state (balances, sessions, audit trail) lives in the ledger.
+
+Operations (``args`` -> result)::
+
+    bank.login    {"account": int, "pin": str}      -> {"token": str, "name": str}
+    bank.balance  {"token": str}                    -> {"account": int, "balance": int}
+    bank.deposit  {"token": str, "amount": int}     -> {"account": int, "balance": int}
+    bank.withdraw {"token": str, "amount": int}     -> {"account": int, "balance": int}
+    bank.logout   {"token": str}                    -> {}
+
+Validation: every field is required and must have exactly its JSON type
+(``true`` is not an integer); unknown fields are rejected, so a misspelt field
+cannot be silently ignored. ``pin`` is 1..32 characters, ``token`` at most
+128, ``amount`` in ``1..MAX_AMOUNT`` minor units. Any bad input raises
+``InvalidArgument`` before anything is read or changed; a well-formed but
+unknown or expired token raises ``Unauthenticated``.
+
+Deposits and withdrawals record ``ctx.request_id`` with the change and pass
+``ctx.idempotent`` through (exactly-once when set); ``ctx.now`` drives session
+expiry and login lockout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from services.base import CallContext, JsonObject
+from services.errors import InvalidArgument, UnknownOperation
+from services.ledger import MAX_AMOUNT, Ledger
+
+MAX_PIN_LEN = 32
+MAX_TOKEN_LEN = 128
+
+#: Required fields of each operation and their JSON types.
+_FIELDS: dict[str, dict[str, type]] = {
+    "bank.login": {"account": int, "pin": str},
+    "bank.balance": {"token": str},
+    "bank.deposit": {"token": str, "amount": int},
+    "bank.withdraw": {"token": str, "amount": int},
+    "bank.logout": {"token": str},
+}
+_TYPE_NAMES = {int: "an integer", str: "a string"}
+
+_Handler = Callable[[Mapping[str, Any], CallContext], JsonObject]
+
+
+def _check_fields(op: str, args: object) -> Mapping[str, Any]:
+    """Exactly the operation's fields, each of its type; returns ``args``."""
+    if not isinstance(args, Mapping):
+        raise InvalidArgument(f"{op}: arguments must be an object")
+    spec = _FIELDS[op]
+    missing = [field for field in spec if field not in args]
+    if missing:
+        raise InvalidArgument(f"{op}: missing field(s): {', '.join(missing)}")
+    extra = sorted(str(field) for field in args if field not in spec)
+    if extra:
+        raise InvalidArgument(f"{op}: unexpected field(s): {', '.join(extra)}")
+    for field, kind in spec.items():
+        value = args[field]
+        # bool is a subclass of int; JSON true is not a number.
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise InvalidArgument(
+                f"{op}: {field} must be {_TYPE_NAMES[kind]}, got {type(value).__name__}"
+            )
+    token = args.get("token")
+    if token is not None and len(token) > MAX_TOKEN_LEN:
+        raise InvalidArgument(f"{op}: token longer than {MAX_TOKEN_LEN} characters")
+    return args
+
+
+class BankService:
+    """Login, balance, deposit, withdraw and logout over a shared ``Ledger``."""
+
+    name: str = "bank"
+    blocking: bool = True  # SQLite writes and scrypt hashing block
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._handlers: dict[str, _Handler] = {
+            "bank.login": self._login,
+            "bank.balance": self._balance,
+            "bank.deposit": self._deposit,
+            "bank.withdraw": self._withdraw,
+            "bank.logout": self._logout,
+        }
+
+    def handle(self, op: str, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
+        """Execute one bank operation (see module doc)."""
+        handler = self._handlers.get(op)
+        if handler is None:
+            raise UnknownOperation(f"bank has no operation {op!r}")
+        return handler(_check_fields(op, args), ctx)
+
+    def _login(self, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
+        pin: str = args["pin"]
+        if not 1 <= len(pin) <= MAX_PIN_LEN:
+            raise InvalidArgument(f"bank.login: pin must be 1..{MAX_PIN_LEN} characters")
+        token, name = self.ledger.login(args["account"], pin, ctx.now)
+        return {"token": token, "name": name}
+
+    def _balance(self, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
+        account = self.ledger.account_for(args["token"], ctx.now)
+        return {"account": account, "balance": self.ledger.balance(account)}
+
+    def _deposit(self, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
+        amount = _amount(args)
+        account = self.ledger.account_for(args["token"], ctx.now)
+        balance = self.ledger.deposit(account, amount, ctx.request_id, idempotent=ctx.idempotent)
+        return {"account": account, "balance": balance}
+
+    def _withdraw(self, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
+        amount = _amount(args)
+        account = self.ledger.account_for(args["token"], ctx.now)
+        balance = self.ledger.withdraw(account, amount, ctx.request_id, idempotent=ctx.idempotent)
+        return {"account": account, "balance": balance}
+
+    def _logout(self, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
+        self.ledger.logout(args["token"])
+        return {}
+
+
+def _amount(args: Mapping[str, Any]) -> int:
+    # Checked here too so a bad amount is reported before the token is looked at.
+    amount: int = args["amount"]
+    if not 1 <= amount <= MAX_AMOUNT:
+        raise InvalidArgument(f"amount must be in 1..{MAX_AMOUNT} minor units, got {amount}")
+    return amount

@@ -1,0 +1,395 @@
+"""Unit tests of the SQLite ledger: accounts, PINs, sessions, money, audit, concurrency."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from services.errors import (
+    AuthFailed,
+    InsufficientFunds,
+    InvalidArgument,
+    LimitExceeded,
+    TransactionFailed,
+    Unauthenticated,
+)
+from services.ledger import (
+    LOCKOUT_SECONDS,
+    MAX_AMOUNT,
+    MAX_BALANCE,
+    MAX_LOGIN_FAILURES,
+    Ledger,
+)
+
+FAST_N = 2**10  # cheap scrypt for tests; the default is exercised once below
+DEMO = [(1, "Dibbyo Roy", 10_000), (2, "Abdullah Ashik", 10_000), (3, "Abir Hasan", 10_000)]
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    with Ledger(scrypt_n=FAST_N) as led:
+        yield led
+
+
+def _assert_untouched(led: Ledger) -> None:
+    assert led.accounts() == DEMO
+    assert led.applications() == {}
+
+
+# -- lifecycle and persistence ------------------------------------------------
+
+
+def test_new_ledger_has_demo_accounts(ledger: Ledger) -> None:
+    assert ledger.accounts() == DEMO
+    assert ledger.total_balance() == 30_000
+    assert ledger.integrity_check() == "ok"
+    assert ledger.reconcile() == []
+
+
+def test_demo_accounts_can_be_left_out() -> None:
+    with Ledger(demo_accounts=False, scrypt_n=FAST_N) as led:
+        assert led.accounts() == []
+        assert led.total_balance() == 0
+
+
+def test_temporary_file_is_deleted_on_close() -> None:
+    led = Ledger(scrypt_n=FAST_N)
+    path = led.path
+    led.deposit(1, 5, "r1")
+    assert os.path.exists(path)
+    led.close()
+    assert not any(os.path.exists(path + s) for s in ("", "-wal", "-shm"))
+    with pytest.raises(RuntimeError):
+        led.balance(1)
+    led.close()  # closing twice is harmless
+
+
+def test_reopening_the_same_file_keeps_the_ledger(tmp_path: Path) -> None:
+    path = str(tmp_path / "bank.sqlite3")
+    with Ledger(path, scrypt_n=FAST_N) as led:
+        led.create_account(7, "Extra", "9999", 50)
+        led.withdraw(1, 100, "w1")
+        token, _ = led.login(2, "1234", now=0.0)
+    assert os.path.exists(path)  # an explicit path is never deleted
+    # Reopening with another scrypt cost and no demo accounts: the file decides.
+    with Ledger(path, demo_accounts=True, scrypt_n=FAST_N * 2) as led:
+        assert led.accounts() == [
+            (1, "Dibbyo Roy", 9_900),
+            (2, "Abdullah Ashik", 10_000),
+            (3, "Abir Hasan", 10_000),
+            (7, "Extra", 50),
+        ]
+        assert led.applications() == {"w1": 1}
+        assert led.account_for(token, now=1.0) == 2  # sessions survive a restart
+        assert led.login(7, "9999", now=1.0)[1] == "Extra"  # old PIN hash still verifies
+        assert led.integrity_check() == "ok"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"fail_probability": -0.1}, {"fail_probability": 1.5}, {"scrypt_n": 1000}, {"session_ttl": 0}],
+)
+def test_bad_constructor_arguments(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        Ledger(**kwargs)  # type: ignore[arg-type]
+
+
+def test_create_account(ledger: Ledger) -> None:
+    ledger.create_account(10, "Rich", "0000", MAX_BALANCE)
+    assert ledger.balance(10) == MAX_BALANCE
+    with pytest.raises(InvalidArgument, match="already exists"):
+        ledger.create_account(10, "Again", "0000", 0)
+    for bad in ((11, "", "1", 0), (11, "X", "", 0), (11, "X", "1", -1), (True, "X", "1", 0)):
+        with pytest.raises(InvalidArgument):
+            ledger.create_account(*bad)
+    assert ledger.reconcile() == []  # opening balances are not ledger rows
+
+
+# -- PINs, login, lockout, sessions ------------------------------------------
+
+
+def test_login_returns_token_and_name(ledger: Ledger) -> None:
+    token, name = ledger.login(1, "1234", now=0.0)
+    assert name == "Dibbyo Roy"
+    assert isinstance(token, str) and len(token) >= 32
+    assert ledger.account_for(token, now=0.0) == 1
+    other, _ = ledger.login(1, "1234", now=0.0)
+    assert other != token  # every login opens a fresh session
+
+
+def test_wrong_pin_and_unknown_account_are_indistinguishable(ledger: Ledger) -> None:
+    with pytest.raises(AuthFailed) as wrong_pin:
+        ledger.login(1, "4321", now=0.0)
+    with pytest.raises(AuthFailed) as unknown:
+        ledger.login(99, "1234", now=0.0)
+    assert str(wrong_pin.value) == str(unknown.value) == "invalid account or PIN"
+    assert wrong_pin.value.code == unknown.value.code
+
+
+def test_default_scrypt_cost_works() -> None:
+    with Ledger() as led:
+        assert led.login(3, "1234", now=0.0)[1] == "Abir Hasan"
+        with pytest.raises(AuthFailed):
+            led.login(3, "0000", now=0.0)
+
+
+def test_pin_is_stored_as_salted_scrypt_hash(ledger: Ledger) -> None:
+    with closing(sqlite3.connect(ledger.path)) as raw:
+        rows = raw.execute("SELECT pin_salt, pin_hash FROM accounts").fetchall()
+    assert len(rows) == 3
+    for salt, pin_hash in rows:
+        assert isinstance(pin_hash, bytes) and len(pin_hash) == 64
+        assert b"1234" not in pin_hash and len(salt) == 16
+    # Same PIN, different salts: the hashes must all differ.
+    assert len({salt for salt, _ in rows}) == len({h for _, h in rows}) == 3
+
+
+def test_lockout_after_consecutive_failures_and_release(ledger: Ledger) -> None:
+    for t in range(MAX_LOGIN_FAILURES):
+        with pytest.raises(AuthFailed):
+            ledger.login(1, "0000", now=float(t))
+    locked_at = float(MAX_LOGIN_FAILURES - 1)
+    with pytest.raises(AuthFailed, match="invalid account or PIN"):
+        ledger.login(1, "1234", now=locked_at + LOCKOUT_SECONDS - 0.01)  # right PIN, locked
+    ledger.login(2, "1234", now=locked_at + 1)  # other accounts are unaffected
+    assert ledger.login(1, "1234", now=locked_at + LOCKOUT_SECONDS)[1] == "Dibbyo Roy"
+
+
+def test_success_resets_the_failure_count(ledger: Ledger) -> None:
+    for _ in range(2):
+        for _ in range(MAX_LOGIN_FAILURES - 1):
+            with pytest.raises(AuthFailed):
+                ledger.login(2, "0000", now=0.0)
+        ledger.login(2, "1234", now=0.0)  # would be locked if the count carried over
+
+
+def test_lockout_survives_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "bank.sqlite3")
+    with Ledger(path, scrypt_n=FAST_N) as led:
+        for _ in range(MAX_LOGIN_FAILURES):
+            with pytest.raises(AuthFailed):
+                led.login(3, "0000", now=100.0)
+    with Ledger(path, scrypt_n=FAST_N) as led, pytest.raises(AuthFailed):
+        led.login(3, "1234", now=101.0)
+
+
+def test_session_expires_and_logout_ends_it() -> None:
+    with Ledger(scrypt_n=FAST_N, session_ttl=60.0) as led:
+        token, _ = led.login(1, "1234", now=1000.0)
+        assert led.account_for(token, now=1059.9) == 1
+        with pytest.raises(Unauthenticated):
+            led.account_for(token, now=1060.0)
+        token, _ = led.login(1, "1234", now=2000.0)
+        led.logout(token)
+        led.logout(token)  # idempotent
+        with pytest.raises(Unauthenticated):
+            led.account_for(token, now=2000.0)
+        with pytest.raises(Unauthenticated):
+            led.account_for("not-a-token", now=2000.0)
+
+
+# -- deposits and withdrawals -------------------------------------------------
+
+
+def test_deposit_and_withdraw_update_balance_and_ledger(ledger: Ledger) -> None:
+    assert ledger.deposit(1, 500, "d1") == 10_500
+    assert ledger.withdraw(1, 10_500, "w1") == 0
+    assert ledger.balance(1) == 0
+    assert ledger.applications() == {"d1": 1, "w1": 1}
+    assert ledger.reconcile() == []
+
+
+BAD_AMOUNTS = [-1, 0, True, False, 1.5, 5.0, MAX_AMOUNT + 1, 10**30, "5", None]
+
+
+@pytest.mark.parametrize("amount", BAD_AMOUNTS)
+@pytest.mark.parametrize("kind", ["deposit", "withdraw"])
+def test_bad_amounts_are_refused_and_change_nothing(
+    ledger: Ledger, kind: str, amount: object
+) -> None:
+    with pytest.raises(InvalidArgument, match="amount"):
+        getattr(ledger, kind)(1, amount, "r1")
+    _assert_untouched(ledger)
+
+
+def test_bad_account_or_request_id_is_refused(ledger: Ledger) -> None:
+    for account, request_id in ((99, "r"), (True, "r"), (0, "r"), (1, ""), (1, 5), (1, "x" * 300)):
+        with pytest.raises(InvalidArgument):
+            ledger.deposit(account, 1, request_id)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="no account"):
+        ledger.balance(99)
+    _assert_untouched(ledger)
+
+
+def test_largest_amount_is_accepted(ledger: Ledger) -> None:
+    assert ledger.deposit(1, MAX_AMOUNT, "big") == 10_000 + MAX_AMOUNT
+
+
+def test_balance_limit(ledger: Ledger) -> None:
+    ledger.create_account(9, "Near limit", "1234", MAX_BALANCE - 5)
+    with pytest.raises(LimitExceeded):
+        ledger.deposit(9, 6, "over")
+    assert ledger.balance(9) == MAX_BALANCE - 5
+    assert ledger.deposit(9, 5, "exact") == MAX_BALANCE
+    assert ledger.applications() == {"exact": 1}
+
+
+def test_insufficient_funds_changes_nothing(ledger: Ledger) -> None:
+    with pytest.raises(InsufficientFunds):
+        ledger.withdraw(2, 10_001, "w1")
+    with pytest.raises(InsufficientFunds):
+        ledger.withdraw(2, 10_001, "w2", idempotent=True)
+    _assert_untouched(ledger)
+
+
+# -- the lab's random "Transaction failed" -------------------------------------
+
+
+def test_certain_failure_applies_nothing() -> None:
+    with Ledger(scrypt_n=FAST_N, fail_probability=1.0) as led:
+        for idempotent in (False, True):
+            with pytest.raises(TransactionFailed, match="Transaction failed"):
+                led.deposit(1, 10, "d", idempotent=idempotent)
+            with pytest.raises(TransactionFailed):
+                led.withdraw(1, 10, "w", idempotent=idempotent)
+        _assert_untouched(led)
+
+
+def _outcomes(seed: int) -> list[bool]:
+    with Ledger(scrypt_n=FAST_N, fail_probability=0.5, seed=seed) as led:
+        outcomes = []
+        for i in range(40):
+            try:
+                led.deposit(1, 1, f"r{i}")
+                outcomes.append(True)
+            except TransactionFailed:
+                outcomes.append(False)
+        assert led.balance(1) == 10_000 + sum(outcomes)
+        return outcomes
+
+
+def test_seeded_failures_are_reproducible() -> None:
+    first = _outcomes(seed=42)
+    assert first == _outcomes(seed=42)
+    assert 0 < sum(first) < len(first)  # both outcomes occur
+    assert first != _outcomes(seed=43)
+
+
+# -- exactly-once (idempotent) requests ------------------------------------
+
+
+def test_non_idempotent_repeat_applies_twice(ledger: Ledger) -> None:
+    ledger.deposit(1, 100, "dup")
+    assert ledger.deposit(1, 100, "dup") == 10_200
+    assert ledger.applications() == {"dup": 2}
+
+
+def test_idempotent_repeat_applies_once_and_returns_first_result(ledger: Ledger) -> None:
+    assert ledger.deposit(1, 100, "once", idempotent=True) == 10_100
+    ledger.deposit(1, 1, "other")
+    assert ledger.deposit(1, 100, "once", idempotent=True) == 10_100  # the first answer
+    assert ledger.withdraw(2, 50, "w", idempotent=True) == ledger.withdraw(
+        2, 50, "w", idempotent=True
+    )
+    assert ledger.balance(1) == 10_101
+    assert ledger.balance(2) == 9_950
+    assert ledger.applications() == {"once": 1, "other": 1, "w": 1}
+
+
+def test_idempotency_key_reused_for_another_operation_is_refused(ledger: Ledger) -> None:
+    ledger.deposit(1, 100, "k", idempotent=True)
+    for method, account, amount in (
+        (ledger.deposit, 1, 200),
+        (ledger.deposit, 2, 100),
+        (ledger.withdraw, 1, 100),
+    ):
+        with pytest.raises(InvalidArgument, match="already used"):
+            method(account, amount, "k", idempotent=True)
+    assert ledger.applications() == {"k": 1}
+
+
+def test_refused_idempotent_request_can_succeed_later(ledger: Ledger) -> None:
+    with pytest.raises(InsufficientFunds):
+        ledger.withdraw(3, 15_000, "big", idempotent=True)
+    ledger.deposit(3, 5_000, "top-up")
+    assert ledger.withdraw(3, 15_000, "big", idempotent=True) == 0  # the error was not stored
+    assert ledger.applications() == {"top-up": 1, "big": 1}
+
+
+def test_idempotency_survives_restart_and_repeat_never_fails(tmp_path: Path) -> None:
+    path = str(tmp_path / "bank.sqlite3")
+    with Ledger(path, scrypt_n=FAST_N) as led:
+        assert led.deposit(1, 250, "req-1", idempotent=True) == 10_250
+    # The restarted server always fails new work, but a repeat is answered from
+    # the idempotency table before the failure draw.
+    with Ledger(path, scrypt_n=FAST_N, fail_probability=1.0) as led:
+        assert led.deposit(1, 250, "req-1", idempotent=True) == 10_250
+        with pytest.raises(TransactionFailed):
+            led.deposit(1, 250, "req-2", idempotent=True)
+        assert led.balance(1) == 10_250
+        assert led.applications() == {"req-1": 1}
+        assert led.integrity_check() == "ok"
+
+
+# -- concurrency --------------------------------------------------------------
+
+
+def test_concurrent_deposits_lose_no_update(tmp_path: Path) -> None:
+    threads, per_thread = 8, 200
+    with Ledger(str(tmp_path / "bank.sqlite3"), scrypt_n=FAST_N) as led:
+
+        def work(worker: int) -> None:
+            for i in range(per_thread):
+                led.deposit(1, 1, f"t{worker}-{i}")
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(work, range(threads)))
+        assert led.balance(1) == 10_000 + threads * per_thread
+        assert len(led.applications()) == threads * per_thread
+        assert led.reconcile() == []
+        assert led.integrity_check() == "ok"
+
+
+def test_concurrent_withdrawals_never_overdraw(ledger: Ledger) -> None:
+    ledger.create_account(5, "Target", "1234", 1_000)
+    amount, threads, attempts = 7, 8, 40  # demand 2240 > 1000
+    start = threading.Barrier(threads)
+
+    def work(worker: int) -> int:
+        start.wait()  # maximise overlap
+        taken = 0
+        for i in range(attempts):
+            try:
+                ledger.withdraw(5, amount, f"w{worker}-{i}")
+                taken += amount
+            except InsufficientFunds:
+                pass
+        return taken
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        taken = sum(pool.map(work, range(threads)))
+    balance = ledger.balance(5)
+    assert balance == 1_000 - taken
+    assert 0 <= balance < amount  # drained as far as whole withdrawals allow
+    assert ledger.reconcile() == []
+
+
+def test_concurrent_idempotent_repeats_apply_once(ledger: Ledger) -> None:
+    threads = 8
+    start = threading.Barrier(threads)
+
+    def work(_: int) -> int:
+        start.wait()
+        return ledger.deposit(2, 30, "same-request", idempotent=True)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results = set(pool.map(work, range(threads)))
+    assert results == {10_030}
+    assert ledger.applications() == {"same-request": 1}
