@@ -1,0 +1,131 @@
+"""The lab's number checker: is ``n`` prime, is it a palindrome?
+
+Operation ``numbers.check`` takes ``{"n": str}`` and returns
+``{"n": canonical, "prime": bool, "palindrome": bool, "digits": int}``.
+
+Input rules:
+
+* ``n`` is a decimal integer string: optional ``+`` or ``-``, then ASCII
+  digits ``0-9`` only; surrounding whitespace is stripped, nothing else is
+  allowed (no inner spaces, underscores, ``1.5``, ``1e5``, or non-ASCII digits
+  such as Arabic-Indic ones, all of which Python's ``int()`` would accept).
+  A JSON integer (not a boolean) is also accepted and treated as ``str(n)``.
+* At most ``MAX_DIGITS`` significant digits (leading zeros do not count);
+  larger inputs are refused, which bounds the primality test's cost.
+
+Result rules:
+
+* ``n`` is the canonical form: no ``+``, no leading zeros, ``-0`` -> ``0``.
+  ``digits`` counts its digits, sign excluded.
+* ``prime`` follows ``services.primes.is_probable_prime``: negatives, 0 and 1
+  are not prime; exact below ~3.3e24, Baillie-PSW above.
+* ``palindrome`` compares the canonical string with its reverse, as the lab
+  did: negatives never are ("-121" reversed is "121-"), 0..9 always are, and
+  leading zeros go first ("0110" is 110, not a palindrome).
+
+``seed_reply`` reproduces the lab server's plain-text reply, spelling
+("Palidrome") included.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from services.base import CallContext, JsonObject
+from services.errors import InvalidArgument, UnknownOperation
+from services.primes import MAX_DIGITS, check_digits, is_probable_prime
+
+OP_CHECK = "numbers.check"
+
+# [0-9], not \d: \d matches every Unicode decimal digit.
+_INTEGER_RE = re.compile(r"([+-]?)([0-9]+)")
+_ECHO_CHARS = 40  # how much of a bad input an error message quotes
+
+
+def _echo(raw: str) -> str:
+    """A bounded repr of bad input for error messages."""
+    if len(raw) <= _ECHO_CHARS:
+        return repr(raw)
+    return repr(raw[:_ECHO_CHARS]) + f"... ({len(raw)} characters)"
+
+
+def parse_integer(value: object) -> tuple[int, str]:
+    """Validate ``value`` per the module rules; return ``(int, canonical string)``.
+
+    Raises ``InvalidArgument`` with a message naming the problem.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidArgument(
+            f"argument 'n' must be a decimal integer string, got {type(value).__name__}"
+        )
+    if isinstance(value, int):
+        try:
+            check_digits(value)
+        except ValueError:
+            raise InvalidArgument(
+                f"argument 'n' has more than {MAX_DIGITS} digits; the maximum is {MAX_DIGITS}"
+            ) from None
+        return value, str(value)
+    raw = value.strip()
+    if not raw:
+        raise InvalidArgument("argument 'n' is empty")
+    match = _INTEGER_RE.fullmatch(raw)
+    if match is None:
+        raise InvalidArgument(
+            "argument 'n' must be a decimal integer (optional sign, ASCII digits 0-9), "
+            f"got {_echo(value)}"
+        )
+    sign, digits = match.groups()
+    # Count before int(): it bounds the work and keeps clear of Python's
+    # int/str conversion limit (4300 digits by default).
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > MAX_DIGITS:
+        raise InvalidArgument(f"argument 'n' has {len(digits)} digits; the maximum is {MAX_DIGITS}")
+    number = int(digits)
+    if sign == "-" and number:
+        return -number, "-" + digits
+    return number, digits
+
+
+def check(value: object) -> JsonObject:
+    """The ``numbers.check`` result for a raw ``n`` argument."""
+    number, canonical = parse_integer(value)
+    return {
+        "n": canonical,
+        "prime": is_probable_prime(number),
+        "palindrome": canonical == canonical[::-1],
+        "digits": len(canonical.lstrip("-")),
+    }
+
+
+def seed_reply(raw: str) -> str:
+    """The lab server's exact reply line for the input ``raw``."""
+    try:
+        result = check(raw)
+    except InvalidArgument as exc:
+        return f"[Error] {exc.message}"
+    return f"[Prime] {result['prime']} [Palidrome] {result['palindrome']}"
+
+
+class NumbersService:
+    """Prime and palindrome checks.
+
+    Not ``blocking``: 64-bit inputs take well under a millisecond and most
+    composites of any size are rejected in microseconds. The worst case is a
+    ``MAX_DIGITS``-digit prime (full Baillie-PSW): a few hundred milliseconds
+    of pure-Python arithmetic.
+    """
+
+    name = "numbers"
+    blocking = False
+
+    def handle(self, op: str, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
+        if op != OP_CHECK:
+            raise UnknownOperation(f"unknown operation {op!r} for service {self.name!r}")
+        if not isinstance(args, Mapping):
+            raise InvalidArgument("arguments must be an object")
+        if "n" not in args:
+            raise InvalidArgument("missing argument 'n'")
+        return check(args["n"])
