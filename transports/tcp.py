@@ -48,8 +48,8 @@ class _ServerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._touch()
-        self.decoder.feed(data)
         try:
+            self.decoder.feed(data)
             while (message := self.decoder.next_message()) is not None:
                 if isinstance(message, str):
                     self._on_seed_text(message)
@@ -123,8 +123,8 @@ class _ClientConnection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.decoder.feed(data)
         try:
+            self.decoder.feed(data)
             while (message := self.decoder.next_message()) is not None:
                 through_link(self.channel.links.reply, message, self.channel.inbox.put, self.lose)
         except FramingError:
@@ -174,8 +174,8 @@ class TcpChannel:
         return await self.inbox.get(timeout)
 
     async def close(self) -> None:
-        if self.connection is not None and self.connection.transport is not None:
-            connection, self.connection = self.connection, None
+        connection, self.connection = self.connection, None
+        if connection is not None and connection.transport is not None:
             connection.transport.close()
 
     async def _connect(self) -> _ClientConnection:

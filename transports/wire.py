@@ -1,0 +1,469 @@
+"""Wire envelope of the testbed protocol: pure encode/decode, no I/O.
+
+One message is one UDP datagram or one TCP frame payload (see
+``transports.framing`` for the TCP framing and ``transports/PROTOCOL.md`` for
+the normative description)::
+
+    offset size field
+    0      2    magic b"RT"
+    2      1    version = 1
+    3      1    kind: b"Q" request, b"R" reply
+    4      4    CRC-32 (zlib.crc32, big-endian) over bytes 0..3, then the body
+    8      n    body: UTF-8 JSON object
+
+Like h11, this module only turns bytes into objects and back; endpoints own
+the sockets. Both directions validate every field, so an invalid message is
+never produced and never accepted; every failure is a ``WireError`` with a
+stable ``code``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn
+
+__all__ = [
+    "ERROR_CODE_MAX",
+    "ERROR_MESSAGE_MAX",
+    "HEADER_SIZE",
+    "ID_MAX",
+    "KIND_REPLY",
+    "KIND_REQUEST",
+    "MAGIC",
+    "MAX_ATTEMPT",
+    "MAX_DEPTH",
+    "MAX_MESSAGE_SIZE",
+    "OP_MAX",
+    "PROTOCOL_VERSION",
+    "WIRE_ERROR_CODES",
+    "Reply",
+    "Request",
+    "Status",
+    "WireError",
+    "decode_message",
+    "decode_reply",
+    "decode_request",
+    "encode_reply",
+    "encode_request",
+]
+
+PROTOCOL_VERSION: Final = 1
+MAGIC: Final = b"RT"
+KIND_REQUEST: Final = b"Q"
+KIND_REPLY: Final = b"R"
+HEADER_SIZE: Final = 8
+#: Whole encoded message, header included; fits a UDP datagram on loopback.
+MAX_MESSAGE_SIZE: Final = 16384
+
+ID_MAX: Final = 64
+OP_MAX: Final = 64
+MAX_ATTEMPT: Final = 1_000_000
+ERROR_CODE_MAX: Final = 64
+ERROR_MESSAGE_MAX: Final = 512
+#: Nesting limit for args/result (the object itself is depth 1). Keeps both
+#: directions far from the interpreter's recursion limit, symmetrically.
+MAX_DEPTH: Final = 32
+
+TOO_LARGE: Final = "TOO_LARGE"
+BAD_MAGIC: Final = "BAD_MAGIC"
+UNSUPPORTED_VERSION: Final = "UNSUPPORTED_VERSION"
+BAD_CHECKSUM: Final = "BAD_CHECKSUM"
+MALFORMED: Final = "MALFORMED"
+WIRE_ERROR_CODES: Final = frozenset(
+    {TOO_LARGE, BAD_MAGIC, UNSUPPORTED_VERSION, BAD_CHECKSUM, MALFORMED}
+)
+
+# fullmatch() everywhere: "$" would accept a trailing newline.
+_ID_RE: Final = re.compile(r"[\x21-\x7e]{1,64}")
+_OP_RE: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
+_CODE_RE: Final = re.compile(r"[A-Z][A-Z0-9_]*")
+
+_PREFIX: Final = MAGIC + bytes([PROTOCOL_VERSION])
+_CRC: Final = struct.Struct(">I")
+_REQUEST_KEYS: Final = frozenset({"id", "op", "args", "attempt"})
+_OK_KEYS: Final = frozenset({"id", "attempt", "status", "result"})
+_ERROR_KEYS: Final = frozenset({"id", "attempt", "status", "error"})
+_ERROR_OBJECT_KEYS: Final = frozenset({"code", "message"})
+
+
+class Status(enum.Enum):
+    """Outcome carried by a reply."""
+
+    OK = "ok"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One try of a logical operation; every retry reuses ``id``, bumps ``attempt``."""
+
+    id: str
+    op: str
+    args: dict[str, Any]
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer to the request with the same ``id``; ``attempt`` echoes the try answered.
+
+    Exactly one of ``result`` (status OK) or ``error_code``/``error_message``
+    (status ERROR) is set; the codec enforces it.
+    """
+
+    id: str
+    attempt: int
+    status: Status
+    result: dict[str, Any] | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @classmethod
+    def ok(cls, id: str, attempt: int, result: dict[str, Any]) -> Reply:
+        """A successful reply carrying ``result``."""
+        return cls(id=id, attempt=attempt, status=Status.OK, result=result)
+
+    @classmethod
+    def error(cls, id: str, attempt: int, code: str, message: str) -> Reply:
+        """An error reply with a stable ``code`` and a human-readable ``message``."""
+        return cls(
+            id=id, attempt=attempt, status=Status.ERROR, error_code=code, error_message=message
+        )
+
+
+class WireError(Exception):
+    """A message could not be encoded or decoded.
+
+    ``code`` is one of ``WIRE_ERROR_CODES``. On decoding, ``request_id`` and
+    ``attempt`` are filled in when the checksum was valid and the body parsed
+    far enough to show a valid id (and attempt), so a server can answer with an
+    error reply; ``answerable`` says whether it may.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        request_id: str | None = None,
+        attempt: int = 1,
+        checksum_verified: bool = False,
+        is_request: bool = False,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.attempt = attempt
+        #: The CRC matched, so the fields read from the body can be trusted.
+        self.checksum_verified = checksum_verified
+        #: The message was a request (kind Q) as opposed to a reply.
+        self.is_request = is_request
+
+    @property
+    def answerable(self) -> bool:
+        """True when a server may send an error reply for this message.
+
+        Needs a verified checksum (a corrupted message is never trusted, not
+        even its id), a known id, and a request: answering a reply could make
+        two peers bounce errors at each other forever.
+        """
+        return self.checksum_verified and self.is_request and self.request_id is not None
+
+
+def _fail(code: str, message: str) -> NoReturn:
+    raise WireError(code, message)
+
+
+# --------------------------------------------------------------------------
+# Field validation, shared by both directions so they can never disagree.
+
+
+def _check_id(value: object) -> str:
+    if not isinstance(value, str) or _ID_RE.fullmatch(value) is None:
+        _fail(MALFORMED, f"id must be 1..{ID_MAX} printable ASCII characters without spaces")
+    return value
+
+
+def _check_attempt(value: object) -> int:
+    # bool is an int subclass; True must not pass as attempt 1.
+    if type(value) is not int or not 1 <= value <= MAX_ATTEMPT:
+        _fail(MALFORMED, f"attempt must be an integer in 1..{MAX_ATTEMPT}")
+    return value
+
+
+def _check_op(value: object) -> str:
+    if not isinstance(value, str) or len(value) > OP_MAX or _OP_RE.fullmatch(value) is None:
+        _fail(MALFORMED, f"op must be 1..{OP_MAX} characters like 'bank.deposit'")
+    return value
+
+
+def _check_error_code(value: object) -> str:
+    if (
+        not isinstance(value, str)
+        or len(value) > ERROR_CODE_MAX
+        or _CODE_RE.fullmatch(value) is None
+    ):
+        _fail(MALFORMED, f"error code must match [A-Z][A-Z0-9_]* and be <= {ERROR_CODE_MAX}")
+    return value
+
+
+def _check_text(value: str, what: str) -> None:
+    # A lone surrogate ("\ud800" is legal JSON) cannot be written as UTF-8;
+    # rejecting it on decode keeps every accepted message re-encodable.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            _fail(MALFORMED, f"{what} contains a lone surrogate")
+
+
+def _check_error_message(value: object) -> str:
+    if not isinstance(value, str) or len(value) > ERROR_MESSAGE_MAX:
+        _fail(MALFORMED, f"error message must be a string of <= {ERROR_MESSAGE_MAX} characters")
+    _check_text(value, "error message")
+    return value
+
+
+def _check_json(value: object, depth: int) -> None:
+    """Accept exactly the values that survive a JSON round trip unchanged."""
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, str):
+        _check_text(value, "string")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            _fail(MALFORMED, "NaN and Infinity are not JSON")
+    elif isinstance(value, dict | list):
+        if depth > MAX_DEPTH:
+            _fail(MALFORMED, f"nesting deeper than {MAX_DEPTH}")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                # json.dumps would silently turn 1 into "1": no round trip.
+                if not isinstance(key, str):
+                    _fail(MALFORMED, "object keys must be strings")
+                _check_text(key, "key")
+                _check_json(item, depth + 1)
+        else:
+            for item in value:
+                _check_json(item, depth + 1)
+    else:
+        # Tuples, sets, bytes, ...: not JSON, or not round-trippable.
+        _fail(MALFORMED, f"{type(value).__name__} is not a JSON value")
+
+
+def _check_object(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        _fail(MALFORMED, f"{what} must be a JSON object")
+    _check_json(value, 1)
+    return value
+
+
+# --------------------------------------------------------------------------
+# Encoding
+
+
+def _dump(body: dict[str, Any]) -> bytes:
+    try:
+        # sort_keys + compact separators: the same input always gives the same bytes.
+        text = json.dumps(
+            body, ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+        )
+        return text.encode("utf-8")
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError) as exc:
+        # Belt and braces: validation should already have caught these.
+        raise WireError(MALFORMED, f"cannot encode body: {exc}") from exc
+
+
+def _envelope(kind: bytes, body: bytes, request_id: str, attempt: int) -> bytes:
+    if HEADER_SIZE + len(body) > MAX_MESSAGE_SIZE:
+        raise WireError(
+            TOO_LARGE,
+            f"message of {HEADER_SIZE + len(body)} bytes exceeds {MAX_MESSAGE_SIZE}",
+            request_id=request_id,
+            attempt=attempt,
+        )
+    head = _PREFIX + kind
+    crc = zlib.crc32(body, zlib.crc32(head))
+    return head + _CRC.pack(crc) + body
+
+
+def encode_request(req: Request) -> bytes:
+    """Validate ``req`` and return its wire bytes; raise ``WireError`` if invalid."""
+    body = {
+        "id": _check_id(req.id),
+        "op": _check_op(req.op),
+        "args": _check_object(req.args, "args"),
+        "attempt": _check_attempt(req.attempt),
+    }
+    return _envelope(KIND_REQUEST, _dump(body), req.id, req.attempt)
+
+
+def encode_reply(rep: Reply) -> bytes:
+    """Validate ``rep`` and return its wire bytes; ``TOO_LARGE`` if over the limit."""
+    body: dict[str, Any] = {"id": _check_id(rep.id), "attempt": _check_attempt(rep.attempt)}
+    if rep.status is Status.OK:
+        if rep.error_code is not None or rep.error_message is not None:
+            _fail(MALFORMED, "an ok reply carries no error")
+        body["status"] = "ok"
+        body["result"] = _check_object(rep.result, "result")
+    elif rep.status is Status.ERROR:
+        if rep.result is not None:
+            _fail(MALFORMED, "an error reply carries no result")
+        body["status"] = "error"
+        body["error"] = {
+            "code": _check_error_code(rep.error_code),
+            "message": _check_error_message(rep.error_message),
+        }
+    else:
+        _fail(MALFORMED, "status must be a Status")
+    return _envelope(KIND_REPLY, _dump(body), rep.id, rep.attempt)
+
+
+# --------------------------------------------------------------------------
+# Decoding
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key in object")
+    return obj
+
+
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_unique_object, parse_constant=_reject_constant
+)
+
+
+def _known(obj: dict[str, Any]) -> tuple[str | None, int]:
+    """The id and attempt of a body, if valid, without raising."""
+    req_id, attempt = obj.get("id"), obj.get("attempt")
+    known_id = req_id if isinstance(req_id, str) and _ID_RE.fullmatch(req_id) else None
+    if type(attempt) is not int or not 1 <= attempt <= MAX_ATTEMPT:
+        attempt = 1
+    return known_id, attempt
+
+
+def _build(kind: bytes, obj: dict[str, Any]) -> Request | Reply:
+    if kind == KIND_REQUEST:
+        keys = _REQUEST_KEYS
+    elif obj.get("status") == "ok":
+        keys = _OK_KEYS
+    elif obj.get("status") == "error":
+        keys = _ERROR_KEYS
+    else:
+        _fail(MALFORMED, "status must be 'ok' or 'error'")
+    if obj.keys() != keys:
+        extra, missing = sorted(obj.keys() - keys), sorted(keys - obj.keys())
+        _fail(MALFORMED, f"fields: unexpected {extra}, missing {missing}")
+    req_id = _check_id(obj["id"])
+    attempt = _check_attempt(obj["attempt"])
+    if kind == KIND_REQUEST:
+        return Request(
+            id=req_id,
+            op=_check_op(obj["op"]),
+            args=_check_object(obj["args"], "args"),
+            attempt=attempt,
+        )
+    if keys is _OK_KEYS:
+        return Reply.ok(req_id, attempt, _check_object(obj["result"], "result"))
+    error = obj["error"]
+    if not isinstance(error, dict) or error.keys() != _ERROR_OBJECT_KEYS:
+        _fail(MALFORMED, "error must be an object with exactly code and message")
+    return Reply.error(
+        req_id,
+        attempt,
+        _check_error_code(error["code"]),
+        _check_error_message(error["message"]),
+    )
+
+
+def _parse_body(kind: bytes, body: bytes) -> Request | Reply:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WireError(MALFORMED, f"body is not UTF-8: {exc.reason}") from exc
+    try:
+        obj = _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:
+        raise WireError(MALFORMED, f"body is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        _fail(MALFORMED, "body must be a JSON object")
+    try:
+        return _build(kind, obj)
+    except WireError as exc:
+        # The CRC matched, so a valid id can be trusted: with it a server can
+        # answer MALFORMED (e.g. an unknown field) instead of leaving the
+        # client to retry into silence.
+        exc.request_id, exc.attempt = _known(obj)
+        raise
+
+
+def decode_message(data: bytes | bytearray | memoryview) -> Request | Reply:
+    """Parse one wire message; raise ``WireError`` on any deviation.
+
+    Checks run cheapest-first, and nothing read from the body is used before
+    the CRC matches: size, magic, version, CRC, kind, UTF-8, JSON, fields.
+    """
+    # Size first: a huge input is refused before any copy or checksum.
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    if size > MAX_MESSAGE_SIZE:
+        _fail(TOO_LARGE, f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}")
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    if data[:2] != MAGIC:
+        _fail(BAD_MAGIC, "message does not start with b'RT'")
+    if size < HEADER_SIZE:
+        _fail(MALFORMED, f"message of {size} bytes is shorter than the header")
+    if data[2] != PROTOCOL_VERSION:
+        _fail(UNSUPPORTED_VERSION, f"version {data[2]} (this side speaks {PROTOCOL_VERSION})")
+    (expected,) = _CRC.unpack_from(data, 4)
+    body = data[HEADER_SIZE:]
+    if zlib.crc32(body, zlib.crc32(data[:4])) != expected:
+        _fail(BAD_CHECKSUM, "CRC-32 mismatch")
+    # Kind is checked after the CRC so that a flipped kind byte is reported
+    # as corruption (BAD_CHECKSUM), not as a sender bug.
+    kind = data[3:4]
+    if kind not in (KIND_REQUEST, KIND_REPLY):
+        raise WireError(MALFORMED, f"unknown kind {kind!r}", checksum_verified=True)
+    try:
+        return _parse_body(kind, body)
+    except WireError as exc:
+        exc.checksum_verified = True
+        exc.is_request = kind == KIND_REQUEST
+        raise
+
+
+def decode_request(data: bytes | bytearray | memoryview) -> Request:
+    """Like ``decode_message`` but a reply is an error (``MALFORMED``)."""
+    msg = decode_message(data)
+    if not isinstance(msg, Request):
+        # Not answerable on purpose: never send an error reply to a reply.
+        raise WireError(
+            MALFORMED, "expected a request, got a reply", request_id=msg.id, attempt=msg.attempt
+        )
+    return msg
+
+
+def decode_reply(data: bytes | bytearray | memoryview) -> Reply:
+    """Like ``decode_message`` but a request is an error (``MALFORMED``)."""
+    msg = decode_message(data)
+    if not isinstance(msg, Reply):
+        raise WireError(
+            MALFORMED,
+            "expected a reply, got a request",
+            request_id=msg.id,
+            attempt=msg.attempt,
+        )
+    return msg
