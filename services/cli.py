@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run a server until interrupted (Ctrl-C)")
     serve.add_argument("service", choices=SERVICES)
     _add_endpoint_options(serve)
-    serve.add_argument("--db", metavar="PATH", help="bank ledger file (default: a fresh temporary ledger)")
+    serve.add_argument(
+        "--db", metavar="PATH", help="bank ledger file (default: a fresh temporary ledger)"
+    )
     serve.add_argument(
         "--framing",
         choices=("length", "seed"),
@@ -100,8 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(serve(args, faults))
         from services.clients import run_client
 
-        return asyncio.run(run_client(args.service, args.transport, args.host, args.port,
-                                      _client_settings(args), faults, args.seed))
+        return asyncio.run(
+            run_client(
+                args.service,
+                args.transport,
+                args.host,
+                args.port,
+                _client_settings(args),
+                faults,
+                args.seed,
+            )
+        )
     except (UsageError, FaultSpecError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -122,7 +133,9 @@ def _client_settings(args: argparse.Namespace) -> RetrySettings:
     return settings
 
 
-def _make_service(args: argparse.Namespace, faults: FaultSpec) -> tuple[Service, Callable[[], None]]:
+def _make_service(
+    args: argparse.Namespace, faults: FaultSpec
+) -> tuple[Service, Callable[[], None]]:
     """The service object and how to release what it holds."""
     if args.service == "text":
         return text.TextService(), lambda: None

@@ -138,7 +138,9 @@ class Atm:
             if not account.isdigit():
                 print("Invalid ID or Password")
                 continue
-            result = await _request(self.client, "bank.login", {"account": int(account), "pin": pin})
+            result = await _request(
+                self.client, "bank.login", {"account": int(account), "pin": pin}
+            )
             if result.outcome is Outcome.OK:
                 self.token = result.result["token"]
                 print(f"Welcome {result.result['name']}!")
@@ -162,7 +164,9 @@ class Atm:
         if not raw.isdigit() or int(raw) <= 0:
             print("Invalid amount: enter a positive whole number")
             return
-        result = await _request(self.client, f"bank.{kind}", {"token": self.token, "amount": int(raw)})
+        result = await _request(
+            self.client, f"bank.{kind}", {"token": self.token, "amount": int(raw)}
+        )
         self.stats.record(result.outcome is Outcome.OK)
         if result.outcome is Outcome.OK:
             print(f"Your balance is {result.result['balance']}")
@@ -177,5 +181,3 @@ def _describe_failure(result: CallResult) -> str:
     if result.reply is None:
         return f"no reply after {result.attempts} attempt(s)"
     return f"{result.reply.error_message} ({result.reply.error_code})"
-
-

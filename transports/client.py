@@ -79,9 +79,13 @@ class RpcClient:
         self._sequence += 1
         return f"{self.client_id}-{self._sequence}"
 
-    async def call(self, op: str, args: dict[str, Any], request_id: str | None = None) -> CallResult:
+    async def call(
+        self, op: str, args: dict[str, Any], request_id: str | None = None
+    ) -> CallResult:
         loop = asyncio.get_running_loop()
-        call = Call(Request(request_id or self.next_request_id(), op, args), self.settings, self.rng)
+        call = Call(
+            Request(request_id or self.next_request_id(), op, args), self.settings, self.rng
+        )
         await self._send(call, call.start(loop.time()))
         while (deadline := call.next_timer()) is not None:
             try:

@@ -48,6 +48,17 @@ class ServerEndpoint:
 
     def handle(self, data: bytes, now: float) -> bytes | None:
         """Answer one encoded request; None means drop it (nothing to say)."""
+        admitted = self.admit(data, now)
+        return self.finish(admitted, now) if isinstance(admitted, Request) else admitted
+
+    def admit(self, data: bytes, now: float) -> Request | bytes | None:
+        """First half of ``handle``: decode and deduplicate.
+
+        Returns the ``Request`` to execute (then call ``finish``), or the
+        answer right away: reply bytes (an error or a cached reply) or None
+        (drop). Between the two halves an at-most-once request is "in
+        progress": a simulator with a service time or a crash sits there.
+        """
         try:
             request = decode_request(data)
         except WireError as err:
@@ -56,24 +67,23 @@ class ServerEndpoint:
                 return None  # a corrupted message's id cannot be trusted
             return encode_reply(Reply.error(err.request_id, err.attempt, err.code, err.message))
         self.count("requests")
-        reply = self._answer(request, now)
-        return None if reply is None else self._encode(reply)
-
-    def _answer(self, request: Request, now: float) -> Reply | None:
-        cache = self.reply_cache
-        if cache is None:
-            return self.execute(request, now)
-        key = _cache_key(request)
-        cached = cache.begin(key, now)
+        if self.reply_cache is None:
+            return request
+        cached = self.reply_cache.begin(_cache_key(request), now)
+        if cached is None:
+            return request
         if isinstance(cached, InProgress):
             self.count("dropped_in_progress")
             return None
-        if cached is not None:
-            self.count("reply_cache_hits")
-            return replace(cached, attempt=request.attempt)
+        self.count("reply_cache_hits")
+        return self._encode(replace(cached, attempt=request.attempt))
+
+    def finish(self, request: Request, now: float) -> bytes:
+        """Second half of ``handle``: execute, remember the reply, encode it."""
         reply = self.execute(request, now)
-        cache.complete(key, reply, now)
-        return reply
+        if self.reply_cache is not None:
+            self.reply_cache.complete(_cache_key(request), reply, now)
+        return self._encode(reply)
 
     def execute(self, request: Request, now: float) -> Reply:
         """Run the service; map every error to a reply (the one mapping place)."""
@@ -101,7 +111,10 @@ class ServerEndpoint:
             self.count("error_result_too_large")
             return encode_reply(
                 Reply.error(
-                    reply.id, reply.attempt, RESULT_TOO_LARGE, "the result exceeds the message limit"
+                    reply.id,
+                    reply.attempt,
+                    RESULT_TOO_LARGE,
+                    "the result exceeds the message limit",
                 )
             )
 

@@ -105,7 +105,9 @@ class _ServerConnection(asyncio.Protocol):
             self._arm_timer()
 
 
-async def start_tcp_server(ctx: ServerContext, seed_handler: SeedHandler | None = None) -> asyncio.Server:
+async def start_tcp_server(
+    ctx: ServerContext, seed_handler: SeedHandler | None = None
+) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: _ServerConnection(ctx, seed_handler), ctx.host, ctx.port, reuse_address=True

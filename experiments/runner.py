@@ -1,0 +1,151 @@
+"""Run one experiment cell on a real transport (tcp, udp) or the simulator.
+
+A cell is one combination of transport, semantics, fault model, retry policy
+and attempt limit. The runner builds a fresh ledger and server, runs the
+seeded workload through clients whose fault links are named ``client{i}``
+(so one seed gives the same fault decisions on every transport), and audits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.audit import Audit, audit
+from experiments.workload import Operation, open_accounts, plan_operations
+from services.bank import BankService
+from services.ledger import Ledger
+from transports.call import CallResult, RetrySettings
+from transports.client import RpcClient, open_channel, start_server
+from transports.driver import ServerContext
+from transports.endpoint import ServerEndpoint
+from transports.faults import FaultSpec
+from transports.retry import RetryPolicy, RtoEstimator
+from transports.semantics import Semantics
+from transports.sim import SimRequest, simulate
+
+ALL_TRANSPORTS = ("tcp", "udp", "sim")
+SESSION_TTL = 10**9  # sessions outlive any cell; expiry is tested elsewhere
+SCRYPT_N = 2**10  # PIN hashing cost: experiments open many ledgers
+
+
+@dataclass(frozen=True)
+class Cell:
+    transport: str
+    semantics: Semantics
+    faults: FaultSpec
+    policy: RetryPolicy
+    max_attempts: int
+    ops: int
+    clients: int
+    seed: int
+
+    @property
+    def attempts_allowed(self) -> int:
+        return 1 if self.semantics is Semantics.MAYBE else self.max_attempts
+
+    def retry_settings(self) -> RetrySettings:
+        rto = RtoEstimator(initial=self.policy.timeout) if self.policy.adaptive else None
+        return RetrySettings(self.policy, self.attempts_allowed, rto=rto)
+
+
+@dataclass(frozen=True)
+class CellRun:
+    cell: Cell
+    audit: Audit
+    seconds: float  # wall-clock time of the cell
+    server_counters: dict[str, int]
+
+
+def run_cell(cell: Cell, workdir: Path | None = None) -> CellRun:
+    """Run ``cell`` with a fresh ledger in ``workdir`` (a temporary dir by default)."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        started = time.perf_counter()
+        ledger = Ledger(
+            str(Path(tmp) / "ledger.sqlite3"),
+            fail_probability=cell.faults.app_fail,
+            seed=cell.seed,
+            scrypt_n=SCRYPT_N,
+            session_ttl=SESSION_TTL,
+        )
+        try:
+            plans = plan_operations(cell.seed, cell.clients, cell.ops)
+            endpoint = ServerEndpoint(BankService(ledger), cell.semantics)
+            if cell.transport == "sim":
+                tokens = open_accounts(ledger, cell.clients, now=0.0)
+                opening = ledger.total_balance()
+                results = _run_sim(cell, endpoint, plans, tokens)
+            else:
+                tokens = open_accounts(ledger, cell.clients, now=time.monotonic())
+                opening = ledger.total_balance()
+                results = asyncio.run(_run_real(cell, endpoint, plans, tokens))
+            operations = [op for plan in plans for op in plan]
+            outcome = audit(
+                operations, results, ledger.applications(), ledger.total_balance(), opening
+            )
+        finally:
+            ledger.close()
+        return CellRun(cell, outcome, time.perf_counter() - started, dict(endpoint.counters))
+
+
+def _run_sim(
+    cell: Cell, endpoint: ServerEndpoint, plans: list[list[Operation]], tokens: list[str]
+) -> list[CallResult]:
+    sim_plans = [
+        [SimRequest(op.request_id, *op.call_args(token)) for op in plan]
+        for plan, token in zip(plans, tokens, strict=True)
+    ]
+    run = simulate(
+        endpoint,
+        sim_plans,
+        lambda _index: cell.retry_settings(),
+        faults=cell.faults,
+        seed=cell.seed,
+        stream=False,
+    )
+    return [result for client in run.calls for result in client]
+
+
+async def _run_real(
+    cell: Cell, endpoint: ServerEndpoint, plans: list[list[Operation]], tokens: list[str]
+) -> list[CallResult]:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        server = await start_server(cell.transport, ServerContext(endpoint, pool=pool))
+        try:
+            per_client = await asyncio.gather(
+                *(
+                    _client(cell, index, server.port, plan, token)
+                    for index, (plan, token) in enumerate(zip(plans, tokens, strict=True))
+                )
+            )
+        finally:
+            await server.close()
+    return [result for client in per_client for result in client]
+
+
+async def _client(
+    cell: Cell, index: int, port: int, plan: list[Operation], token: str
+) -> list[CallResult]:
+    name = f"client{index}"
+    channel = open_channel(
+        cell.transport, "127.0.0.1", port, faults=cell.faults, seed=cell.seed, name=name
+    )
+    client = RpcClient(
+        channel,
+        cell.retry_settings(),
+        rng=random.Random(f"{cell.seed}/{name}"),
+        client_id=f"c{index}",
+    )
+    results = []
+    try:
+        for op in plan:
+            op_name, args = op.call_args(token)
+            results.append(await client.call(op_name, args, request_id=op.request_id))
+    finally:
+        await client.close()
+    return results
