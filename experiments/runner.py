@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.audit import Audit, audit
-from experiments.workload import Operation, open_accounts, plan_operations
+from experiments.workload import FIRST_ACCOUNT, Operation, open_accounts, plan_operations
 from services.bank import BankService
 from services.ledger import Ledger
 from transports.call import CallResult, RetrySettings
@@ -32,6 +32,7 @@ from transports.sim import SimRequest, simulate
 ALL_TRANSPORTS = ("tcp", "udp", "sim")
 SESSION_TTL = 10**9  # sessions outlive any cell; expiry is tested elsewhere
 SCRYPT_N = 2**10  # PIN hashing cost: experiments open many ledgers
+WORKERS = 4  # server threads for bank requests
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def run_cell(cell: Cell, workdir: Path | None = None) -> CellRun:
             else:
                 tokens = open_accounts(ledger, cell.clients, now=time.monotonic())
                 opening = ledger.total_balance()
-                results = asyncio.run(_run_real(cell, endpoint, plans, tokens))
+                results = asyncio.run(_run_real(cell, ledger, endpoint, plans, tokens))
             operations = [op for plan in plans for op in plan]
             outcome = audit(
                 operations, results, ledger.applications(), ledger.total_balance(), opening
@@ -112,9 +113,17 @@ def _run_sim(
 
 
 async def _run_real(
-    cell: Cell, endpoint: ServerEndpoint, plans: list[list[Operation]], tokens: list[str]
+    cell: Cell,
+    ledger: Ledger,
+    endpoint: ServerEndpoint,
+    plans: list[list[Operation]],
+    tokens: list[str],
 ) -> list[CallResult]:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        # Start every worker thread and its SQLite connection before measuring:
+        # a cold first request could otherwise outlast the retry timeout.
+        warm = [pool.submit(ledger.balance, FIRST_ACCOUNT) for _ in range(WORKERS)]
+        concurrent.futures.wait(warm)
         server = await start_server(cell.transport, ServerContext(endpoint, pool=pool))
         try:
             per_client = await asyncio.gather(
