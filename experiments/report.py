@@ -165,7 +165,7 @@ def write_results(
 
 
 def plot(out: Path, name: str, records: Sequence[Record]) -> list[Path]:
-    """Duplicates and p99 latency against loss, one line per transport x semantics."""
+    """Duplicates and latency against loss per transport, with the prediction."""
     try:
         import matplotlib
 
@@ -174,26 +174,58 @@ def plot(out: Path, name: str, records: Sequence[Record]) -> list[Path]:
     except ImportError:
         return []
     fig, (dup_ax, lat_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = {"tcp": "tab:blue", "udp": "tab:orange", "sim": "tab:green"}
+    predicted: dict[float, float] = {}
     for (transport, semantics), group in _series(records).items():
         losses = [r["loss"] for r in group]
-        style = {"tcp": "-", "udp": "--", "sim": ":"}.get(transport, "-.")
-        label = f"{transport} {semantics}"
-        dup_ax.plot(
-            losses, [r["duplicated"] / r["ops"] for r in group], style, marker="o", label=label
-        )
-        lat_ax.plot(losses, [r["p99_ms"] for r in group], style, marker="o", label=label)
+        colour = colours.get(transport, "tab:gray")
+        if semantics == "at-least-once":
+            dup_ax.plot(
+                losses,
+                [r["duplicated"] / r["ops"] for r in group],
+                "o-",
+                color=colour,
+                label=f"{transport} measured",
+            )
+            predicted.update(
+                (r["loss"], r["predicted"]["duplicated"]) for r in group if "predicted" in r
+            )
+        if semantics in ("at-least-once", "exactly-once"):
+            style = "o-" if semantics == "at-least-once" else "s--"
+            lat_ax.plot(
+                losses,
+                [r["p99_ms"] for r in group],
+                style,
+                color=colour,
+                label=f"{transport} {semantics}",
+            )
+    if predicted:
+        xs = sorted(predicted)
+        dup_ax.plot(xs, [predicted[x] for x in xs], "k:", label="analytic prediction")
     dup_ax.set(
-        xlabel="loss probability per message", ylabel="operations applied twice or more (fraction)"
+        title="at-least-once: operations applied twice or more",
+        xlabel="loss probability per message, each direction",
+        ylabel="fraction of operations",
     )
-    lat_ax.set(xlabel="loss probability per message", ylabel="p99 latency (ms; sim: virtual)")
+    lat_ax.set(
+        title="p99 latency of a logical operation (sim: virtual time)",
+        xlabel="loss probability per message, each direction",
+        ylabel="ms (log scale)",
+    )
     lat_ax.set_yscale("log")
-    dup_ax.legend(fontsize=7)
-    fig.suptitle(f"{name}: duplicates and latency against loss")
+    dup_ax.legend(fontsize=8)
+    lat_ax.legend(fontsize=8)
+    deduplicated = sum(
+        r["duplicated"] for r in records if r["semantics"] in ("at-most-once", "exactly-once")
+    )
+    fig.suptitle(
+        f"{name}: operations duplicated under at-most-once and exactly-once: {deduplicated}"
+    )
     fig.tight_layout()
     path = out / f"{name}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [path]
+    return [path]  # fmt: skip
 
 
 def _series(records: Sequence[Record]) -> dict[tuple[str, str], list[Record]]:

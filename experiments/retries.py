@@ -44,11 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="other faults for every cell, e.g. 'dup=0.02,delay=1ms,app_fail=0.1'",
     )
     p.add_argument("--ops", type=int, default=400, help="logical operations per cell")
-    p.add_argument("--clients", type=int, default=4, help="concurrent clients per cell")
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients per cell")
     p.add_argument("--max-attempts", type=int, default=5)
     p.add_argument(
         "--policy",
-        default="fixed:timeout=50ms",
+        default="fixed:timeout=100ms",
         metavar="NAME[:k=v,...]",
         help=f"retry policy, one of {', '.join(POLICY_NAMES)}, with optional "
         "timeout=, base=, cap= (e.g. expo-full:timeout=20ms,cap=200ms)",
