@@ -68,6 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--workers", type=int, default=4, help="threads for blocking services")
     serve.add_argument("--max-connections", type=int, default=ServerLimits.max_connections)
+    serve.add_argument(
+        "--frame-timeout",
+        type=float,
+        default=ServerLimits.frame_timeout,
+        metavar="S",
+        help="TCP: close a connection whose frame is unfinished S seconds after it began",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=ServerLimits.idle_timeout,
+        metavar="S",
+        help="TCP: close a connection silent for S seconds",
+    )
+    serve.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=ServerLimits.max_in_flight,
+        metavar="N",
+        help="requests queued or executing at once; beyond, TCP stops reading, UDP drops",
+    )
     serve.add_argument("--verbose", action="store_true", help="log rejected input")
 
     client = commands.add_parser("client", help="interactive client (also reads piped input)")
@@ -163,6 +184,7 @@ async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
     if args.host not in LOOPBACK:
         print(f"warning: binding to {args.host}, reachable beyond this machine", file=sys.stderr)
     seed_handler = _seed_handler(args.service) if args.framing == "seed" else None
+    limits = _limits(args)  # before the ledger opens: a bad value must not leak it
     service, release = _make_service(args, faults)
     semantics = Semantics(args.semantics or DEFAULT_SEMANTICS[args.service])
     endpoint = ServerEndpoint(service, semantics)
@@ -172,7 +194,7 @@ async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
             host=args.host,
             port=args.port,
             pool=pool,
-            limits=ServerLimits(max_connections=args.max_connections),
+            limits=limits,
             faults=None if faults.is_zero else faults,
             seed=args.seed,
             on_bad_input=(lambda what: print(f"[REJECTED] {what}", file=sys.stderr))
@@ -194,6 +216,18 @@ async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
     release()
     _print_counters(server)
     return 0
+
+
+def _limits(args: argparse.Namespace) -> ServerLimits:
+    try:
+        return ServerLimits(
+            max_connections=args.max_connections,
+            frame_timeout=args.frame_timeout,
+            idle_timeout=args.idle_timeout,
+            max_in_flight=args.max_in_flight,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
 
 
 async def _wait_for_signal() -> None:

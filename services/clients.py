@@ -61,7 +61,8 @@ async def run_client(
 async def _request(client: RpcClient, op: str, args: dict[str, Any]) -> CallResult:
     result = await client.call(op, args)
     if result.outcome is Outcome.UNKNOWN and result.reply is None:
-        raise ServerUnreachable(f"no reply after {result.attempts} attempt(s)")
+        cause = f": {client.last_error}" if client.last_error else ""
+        raise ServerUnreachable(f"no reply after {result.attempts} attempt(s){cause}")
     return result
 
 

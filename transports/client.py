@@ -74,6 +74,7 @@ class RpcClient:
         self.client_id = client_id or f"{self.rng.getrandbits(64):016x}"
         self._sequence = 0
         self.messages_sent = 0
+        self.last_error: str | None = None  # the latest connection failure, for messages
 
     def next_request_id(self) -> str:
         self._sequence += 1
@@ -90,7 +91,8 @@ class RpcClient:
         while (deadline := call.next_timer()) is not None:
             try:
                 message = await self.channel.receive(deadline - loop.time())
-            except ConnectionLost:
+            except ConnectionLost as err:
+                self.last_error = str(err)
                 call.on_connection_lost(loop.time())
                 continue
             if message is not None:
@@ -107,7 +109,8 @@ class RpcClient:
         self.messages_sent += 1
         try:
             await self.channel.send(data)
-        except ConnectionLost:
+        except ConnectionLost as err:
+            self.last_error = str(err)
             call.on_connection_lost(asyncio.get_running_loop().time())
 
 

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from transports.endpoint import ServerEndpoint
 from transports.faults import Direction, FaultLink, FaultSpec
+from transports.wire import Request
 
 
 class ConnectionLost(Exception):
@@ -128,31 +129,75 @@ def dispatch(
     pool: concurrent.futures.Executor | None,
     data: bytes,
     respond: Callable[[bytes], None],
+    *,
+    max_reply: int | None = None,
+    on_done: Callable[[], None] | None = None,
 ) -> None:
-    """Run one request: inline for cheap services, in ``pool`` for blocking ones."""
-    loop = asyncio.get_running_loop()
-    if pool is None or not endpoint.blocking:
-        reply = endpoint.handle(data, loop.time())
-        if reply is not None:
-            respond(reply)
-        return
-    future = loop.run_in_executor(pool, endpoint.handle, data, loop.time())
+    """Run one request: inline for cheap services, in ``pool`` for blocking ones.
 
-    def done(f: asyncio.Future[bytes | None]) -> None:
-        if not f.cancelled() and f.exception() is None and (reply := f.result()) is not None:
-            respond(reply)
+    Decoding and deduplication (``admit``) always run inline: they are cheap,
+    so malformed input is rejected without ever occupying a worker thread.
+    ``max_reply`` caps the reply size (``ServerEndpoint.limit_reply``);
+    ``on_done`` runs once the request is finished, replied to or not.
+    """
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+
+    def reply_with(reply: bytes | None) -> None:
+        try:
+            reply = endpoint.limit_reply(reply, max_reply)
+            if reply is not None:
+                respond(reply)
+        finally:
+            if on_done is not None:
+                on_done()
+
+    admitted = endpoint.admit(data, now)
+    if not isinstance(admitted, Request):
+        reply_with(admitted)
+        return
+    if pool is None or not endpoint.blocking:
+        reply_with(endpoint.finish(admitted, now))
+        return
+    try:
+        future = loop.run_in_executor(pool, endpoint.finish, admitted, now)
+    except RuntimeError:  # the pool is shutting down: the server is stopping
+        endpoint.count("dropped_shutdown")
+        reply_with(None)
+        return
+
+    def done(f: asyncio.Future[bytes]) -> None:
+        ok = not f.cancelled() and f.exception() is None
+        reply_with(f.result() if ok else None)
 
     future.add_done_callback(done)
 
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """Resource limits every server enforces (see README, "Limits")."""
+    """Resource limits every server enforces (docs/SECURITY.md, "Limits")."""
 
-    max_connections: int = 1024
-    frame_timeout: float = 10.0  # a partial frame that stalls this long is closed
-    idle_timeout: float = 300.0  # a connection silent this long is closed
+    max_connections: int = 1024  # TCP: further connections are closed at once
+    frame_timeout: float = 10.0  # TCP: a frame not complete this long after it began
+    idle_timeout: float = 300.0  # TCP: a connection silent this long is closed
     max_peers_tracked: int = 4096  # per-peer fault state kept for UDP
+    #: TCP: requests of one connection queued or executing; then it stops reading.
+    max_in_flight_per_connection: int = 32
+    #: Requests of the whole server queued or executing; then TCP connections
+    #: stop reading and UDP datagrams are dropped (and counted).
+    max_in_flight: int = 1024
+    #: UDP: a reply is at most this many times the size of the datagram it
+    #: answers (QUIC's anti-amplification factor, RFC 9000 section 8).
+    amplification_factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        if min(self.max_connections, self.max_in_flight_per_connection, self.max_in_flight) < 1:
+            raise ValueError("connection and in-flight limits must be at least 1")
+        # "not x > 0" also refuses NaN.
+        if not (self.frame_timeout > 0 and self.idle_timeout > 0):
+            raise ValueError("frame and idle timeouts must be positive")
+        if not self.amplification_factor >= 1:
+            raise ValueError("amplification_factor must be at least 1")
 
 
 class ServerContext:
@@ -180,6 +225,14 @@ class ServerContext:
         self._on_bad_input = on_bad_input
         self.connections: set[object] = set()
         self._peers = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0  # highest in_flight seen: tests check the caps hold
+        # Connections waiting for in_flight to drop, oldest first (dicts keep order).
+        self._parked: dict[object, Callable[[], None]] = {}
+
+    @property
+    def overloaded(self) -> bool:
+        return self.in_flight >= self.limits.max_in_flight
 
     def admit(self, connection: object) -> bool:
         if len(self.connections) >= self.limits.max_connections:
@@ -191,14 +244,38 @@ class ServerContext:
 
     def release(self, connection: object) -> None:
         self.connections.discard(connection)
+        self._parked.pop(connection, None)
+
+    def park(self, connection: object, resume: Callable[[], None]) -> None:
+        """Call ``resume`` once the server is no longer overloaded."""
+        self._parked[connection] = resume
 
     def links_for_peer(self, *, stream: bool) -> Links:
         """Server-side fault links for the next peer, numbered in arrival order."""
         self._peers += 1
         return Links.build(self.faults, self.seed, f"server-peer{self._peers}", stream=stream)
 
-    def execute(self, data: bytes, respond: Callable[[bytes], None]) -> None:
-        dispatch(self.endpoint, self.pool, data, respond)
+    def execute(
+        self,
+        data: bytes,
+        respond: Callable[[bytes], None],
+        *,
+        max_reply: int | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
+        """Dispatch one request, counting it in flight until it is finished."""
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+        def finished() -> None:
+            self.in_flight -= 1
+            if on_done is not None:
+                on_done()
+            while self._parked and not self.overloaded:
+                connection = next(iter(self._parked))
+                self._parked.pop(connection)()
+
+        dispatch(self.endpoint, self.pool, data, respond, max_reply=max_reply, on_done=finished)
 
     def log_bad_input(self, what: str) -> None:
         if self._on_bad_input is not None:

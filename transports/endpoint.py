@@ -4,6 +4,12 @@
 semantics (reply cache, idempotency keys), runs the service and encodes the
 reply. It is the one place where service errors become wire errors. Drivers
 (tcp, udp, sim) only move the bytes.
+
+``limit_reply`` fits a reply into a byte budget (UDP anti-amplification, see
+docs/SECURITY.md): the endpoint does the fitting because only it can shorten
+an error reply and still produce a valid, correctly checksummed message; the
+driver decides whether a budget applies, since only it knows that its
+transport has not validated the peer's address.
 """
 
 from __future__ import annotations
@@ -17,12 +23,22 @@ from dataclasses import replace
 from services.base import CallContext, Service
 from services.errors import ServiceError
 from transports.semantics import InProgress, ReplyCache, Semantics
-from transports.wire import Reply, Request, WireError, decode_request, encode_reply
+from transports.wire import (
+    MAX_MESSAGE_SIZE,
+    Reply,
+    Request,
+    Status,
+    WireError,
+    decode_reply,
+    decode_request,
+    encode_reply,
+)
 
 log = logging.getLogger(__name__)
 
 INTERNAL = "INTERNAL"
 RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
+_OVER_BUDGET = "reply exceeds the UDP anti-amplification limit; use TCP"
 
 
 class ServerEndpoint:
@@ -46,10 +62,36 @@ class ServerEndpoint:
     def blocking(self) -> bool:
         return self.service.blocking
 
-    def handle(self, data: bytes, now: float) -> bytes | None:
-        """Answer one encoded request; None means drop it (nothing to say)."""
+    def handle(self, data: bytes, now: float, *, max_reply: int | None = None) -> bytes | None:
+        """Answer one encoded request; None means drop it (nothing to say).
+
+        ``max_reply`` caps the reply's size in bytes (see ``limit_reply``).
+        """
         admitted = self.admit(data, now)
-        return self.finish(admitted, now) if isinstance(admitted, Request) else admitted
+        reply = self.finish(admitted, now) if isinstance(admitted, Request) else admitted
+        return self.limit_reply(reply, max_reply)
+
+    def limit_reply(self, reply: bytes | None, max_reply: int | None) -> bytes | None:
+        """``reply`` if it fits in ``max_reply`` bytes, else the closest thing that does.
+
+        An error reply keeps its code and loses the tail of its message; an ok
+        reply becomes a ``RESULT_TOO_LARGE`` error (the result is not sent, as
+        if it exceeded the message limit); if not even an error with an empty
+        message fits, the reply is dropped. Each case is counted. ``None``
+        (no budget) returns ``reply`` unchanged.
+        """
+        if reply is None or max_reply is None or len(reply) <= max_reply:
+            return reply
+        decoded = decode_reply(reply)  # our own encoding: cannot fail
+        if decoded.status is Status.OK:
+            self.count("amplification_replaced")
+            decoded = Reply.error(decoded.id, decoded.attempt, RESULT_TOO_LARGE, _OVER_BUDGET)
+        else:
+            self.count("amplification_truncated")
+        fitted = _fit_error(decoded, max_reply)
+        if fitted is None:
+            self.count("amplification_dropped")
+        return fitted
 
     def admit(self, data: bytes, now: float) -> Request | bytes | None:
         """First half of ``handle``: decode and deduplicate.
@@ -121,6 +163,21 @@ class ServerEndpoint:
     def count(self, what: str) -> None:
         with self._counter_lock:
             self.counters[what] += 1
+
+
+def _fit_error(reply: Reply, limit: int) -> bytes | None:
+    """Encode error ``reply`` in at most ``limit`` bytes by cutting its message."""
+    message = reply.error_message or ""
+    while True:
+        data = encode_reply(replace(reply, error_message=message))
+        excess = len(data) - min(limit, MAX_MESSAGE_SIZE)
+        if excess <= 0:
+            return data
+        if not message:
+            return None
+        # Each character costs at least one byte, so cutting ``excess`` of
+        # them never overshoots; escapes and UTF-8 may need another round.
+        message = message[: max(0, len(message) - excess)]
 
 
 def _cache_key(request: Request) -> str:

@@ -31,16 +31,33 @@ it at the same instant (``TcpChannel.send`` raises at once). A REPLY verdict
 with ``reset`` means the server applied the request but the connection broke;
 the Call learns of it when the reset reaches it (the reply's arrival time).
 Anything still in flight on an old epoch is discarded on arrival.
+
+Links: by default each client gets ``Links.build(faults, seed, f"client{i}")``;
+``links=`` overrides them (e.g. ``transports.schedule.ScheduledLink``s, whose
+decisions come from an explicit list instead of an RNG).
+
+Server crashes: the server numbers request arrivals 0, 1, 2, ... over all
+clients (messages discarded with a reset connection are not arrivals). A
+crash policy maps an arrival number to a ``CrashPoint`` or None. A crash
+loses the server's volatile state: the reply cache is cleared and every
+request admitted but not yet finished is dropped (its reply never leaves);
+the SQLite ledger is durable and survives. Restart is instantaneous.
+``BEFORE_APPLY``: the server crashes as the request arrives, and the
+restarted server handles it. ``AFTER_APPLY``: the server handles the
+request (the ledger change commits) and crashes before the reply leaves.
+Without an explicit policy, ``FaultSpec.crash`` is a per-arrival crash
+probability, the point drawn 50/50, from ``random.Random(f"{seed}/server/crash")``.
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import itertools
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from transports.call import Call, CallResult, RetrySettings
@@ -49,13 +66,44 @@ from transports.endpoint import ServerEndpoint
 from transports.faults import FaultLink, FaultSpec
 from transports.wire import Request
 
-__all__ = ["SimRequest", "SimResult", "simulate"]
+__all__ = ["CrashPoint", "CrashPolicy", "SimRequest", "SimResult", "random_crashes", "simulate"]
 
 # Every event is a plain tuple (time, seq, handler, client, tag, data); ``tag``
-# is an epoch (messages) or a generation (timers); ``data`` is bytes, or the
-# admitted Request a server finishes. No per-event objects.
+# is an epoch (messages) or a generation (timers); ``data`` is bytes, or, for a
+# server finishing a request, (Request, server life, arrival, crash point).
+# No per-event objects.
 _Handler = Callable[[float, int, int, Any], None]
 _Event = tuple[float, int, _Handler, int, int, Any]
+
+
+class CrashPoint(enum.Enum):
+    """Where in handling a request the server crashes."""
+
+    BEFORE_APPLY = "before"  # on arrival: the restarted server handles the request
+    AFTER_APPLY = "after"  # the change is committed, the reply is lost
+
+
+#: Maps a request arrival number (0, 1, ... over all clients) to a crash, or None.
+CrashPolicy = Callable[[int], CrashPoint | None]
+
+
+def random_crashes(rate: float, seed: int) -> CrashPolicy:
+    """Crash on each arrival with probability ``rate``, before or after apply 50/50.
+
+    Two draws per arrival, always (common random numbers, as ``FaultLink``):
+    a higher rate crashes at a superset of the arrivals of a lower one.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"crash rate must be in [0, 1], got {rate}")
+    rng = random.Random(f"{seed}/server/crash")
+
+    def crash_at(_arrival: int) -> CrashPoint | None:
+        u_crash, u_point = rng.random(), rng.random()
+        if u_crash >= rate:
+            return None
+        return CrashPoint.BEFORE_APPLY if u_point < 0.5 else CrashPoint.AFTER_APPLY
+
+    return crash_at
 
 
 @dataclass(frozen=True)
@@ -74,6 +122,8 @@ class SimResult:
     messages: int  # messages handed to the network, both directions, before faults
     events: int  # events popped from the heap, stale ones included
     connections: list[int]  # per client: connections opened (0 in datagram mode)
+    arrivals: int = 0  # requests that reached the server (the crash policy's index space)
+    crashes: list[tuple[int, CrashPoint]] = field(default_factory=list)  # (arrival, point)
 
 
 class _Sim:
@@ -88,13 +138,18 @@ class _Sim:
         latency: float,
         service_time: float,
         on_server_receive: Callable[[float, bytes], None] | None,
+        links: Sequence[Links] | None,
+        crash_policy: CrashPolicy | None,
     ) -> None:
         n = len(plans)
         self.endpoint = endpoint
         self.plans = plans
         self.settings = [settings(i) for i in range(n)]
         self.rngs = [random.Random(f"{seed}/client{i}") for i in range(n)]
-        links = [Links.build(faults, seed, f"client{i}", stream=stream) for i in range(n)]
+        if links is None:
+            links = [Links.build(faults, seed, f"client{i}", stream=stream) for i in range(n)]
+        elif len(links) != n:
+            raise ValueError(f"links: expected one Links per client ({n}), got {len(links)}")
         self.request_links: list[FaultLink | None] = [link.request for link in links]
         self.reply_links: list[FaultLink | None] = [link.reply for link in links]
         self.stream = stream
@@ -115,6 +170,10 @@ class _Sim:
         self.connections = [0] * n
         self.messages = 0
         self.clock = 0.0
+        self.crash_policy = crash_policy
+        self.arrivals = 0
+        self.crashes: list[tuple[int, CrashPoint]] = []
+        self.server_life = 0  # bumped by a crash: admitted requests of older lives are lost
 
     # -- clients ----------------------------------------------------------------
 
@@ -250,20 +309,44 @@ class _Sim:
             return  # the connection it rode was reset: the server never reads it
         if self.hook is not None:
             self.hook(now, data)
+        arrival = self.arrivals
+        self.arrivals += 1
+        point = self.crash_policy(arrival) if self.crash_policy is not None else None
+        if point is CrashPoint.BEFORE_APPLY:
+            self.crash(arrival, point)
         admitted = self.endpoint.admit(data, now)
         if isinstance(admitted, Request):
             if self.service_time:
                 done = now + self.service_time
-                heapq.heappush(
-                    self.heap, (done, next(self.seq), self.on_finish, i, epoch, admitted)
-                )
+                pending = (admitted, self.server_life, arrival, point)
+                heapq.heappush(self.heap, (done, next(self.seq), self.on_finish, i, epoch, pending))
                 return
             admitted = self.endpoint.finish(admitted, now)
+        if point is CrashPoint.AFTER_APPLY:
+            self.crash(arrival, point)  # whatever the server had to say is lost
+            return
         self.reply(now, i, epoch, admitted)
 
-    def on_finish(self, now: float, i: int, epoch: int, request: Request) -> None:
+    def on_finish(
+        self, now: float, i: int, epoch: int, pending: tuple[Request, int, int, CrashPoint | None]
+    ) -> None:
         self.clock = now
-        self.reply(now, i, epoch, self.endpoint.finish(request, now))
+        request, life, arrival, point = pending
+        if life != self.server_life:
+            return  # admitted by a server that has crashed since: never executed
+        data = self.endpoint.finish(request, now)
+        if point is CrashPoint.AFTER_APPLY:
+            self.crash(arrival, point)
+            return
+        self.reply(now, i, epoch, data)
+
+    def crash(self, arrival: int, point: CrashPoint) -> None:
+        """Lose the volatile state; the ledger is durable and stays as it is."""
+        self.crashes.append((arrival, point))
+        self.server_life += 1
+        self.endpoint.count("crashes")
+        if self.endpoint.reply_cache is not None:
+            self.endpoint.reply_cache.clear()
 
     def reply(self, now: float, i: int, epoch: int, data: bytes | None) -> None:
         if data is not None:
@@ -296,17 +379,35 @@ def simulate(
     service_time: float = 0.0,
     max_events: int = 10_000_000,
     on_server_receive: Callable[[float, bytes], None] | None = None,
+    links: Sequence[Links] | None = None,
+    crashes: CrashPolicy | None = None,
 ) -> SimResult:
     """Run every client's plan to completion in virtual time (see the module doc).
 
     The network drains before returning: a late duplicate still reaches the
     server after its client has finished, as it would on a real network.
     Raises ``RuntimeError`` after ``max_events`` events.
+
+    ``links`` replaces the per-client fault links built from ``faults`` (one
+    ``Links`` per plan, used once: a link keeps state). ``crashes`` is the
+    crash policy; by default ``faults.crash`` drives ``random_crashes``.
     """
     if latency < 0 or service_time < 0:
         raise ValueError("latency and service_time must be >= 0")
+    if crashes is None and faults is not None and faults.crash > 0.0:
+        crashes = random_crashes(faults.crash, seed)
     sim = _Sim(
-        endpoint, plans, settings, faults, seed, stream, latency, service_time, on_server_receive
+        endpoint,
+        plans,
+        settings,
+        faults,
+        seed,
+        stream,
+        latency,
+        service_time,
+        on_server_receive,
+        links,
+        crashes,
     )
     events = sim.run(max_events)
     return SimResult(
@@ -315,4 +416,6 @@ def simulate(
         messages=sim.messages,
         events=events,
         connections=sim.connections,
+        arrivals=sim.arrivals,
+        crashes=sim.crashes,
     )

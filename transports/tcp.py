@@ -3,9 +3,14 @@
 The server reads frames, hands each to the endpoint and writes the reply
 frame. ``framing="seed"`` speaks the lab's protocol instead (64-byte ASCII
 length header in, plain text out) through a text handler, so the lab's own
-clients work unmodified. Limits: ``max_connections`` (extra connections are
-closed at once), a stalled partial frame is closed after ``frame_timeout`` s,
-an idle connection after ``idle_timeout`` s.
+clients work unmodified. Limits (``ServerLimits``, docs/SECURITY.md):
+``max_connections`` (extra connections are closed at once and counted), a
+frame unfinished ``frame_timeout`` s after its first byte closes the
+connection, as does ``idle_timeout`` s of silence; at most
+``max_in_flight_per_connection`` requests per connection (and
+``max_in_flight`` per server) execute at once, beyond that the connection
+stops being read (pause_reading), as it does while the peer leaves its
+replies unread (pause_writing).
 """
 
 from __future__ import annotations
@@ -29,7 +34,12 @@ class _ServerConnection(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.links = Links()
+        self.in_flight = 0
         self._last_activity = 0.0
+        self._partial_since: float | None = None  # when the unfinished frame began
+        self._reading_paused = False
+        self._writing_paused = False
+        self._pumping = False
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -39,30 +49,94 @@ class _ServerConnection(asyncio.Protocol):
             transport.abort()
             return
         self.links = self.ctx.links_for_peer(stream=True)
-        self._touch()
+        self._last_activity = asyncio.get_running_loop().time()
+        self._arm_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.release(self)
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
 
     def data_received(self, data: bytes) -> None:
-        self._touch()
+        self._last_activity = asyncio.get_running_loop().time()
         try:
             self.decoder.feed(data)
-            while (message := self.decoder.next_message()) is not None:
+        except FramingError as err:
+            self._framing_error(err)
+            return
+        self._pump()
+
+    def pause_writing(self) -> None:
+        # The peer does not read its replies: stop reading its requests.
+        self._writing_paused = True
+        self._pump()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._pump()
+
+    def _must_wait(self) -> bool:
+        """Whether to leave complete frames in the decoder for now (backpressure)."""
+        if self.transport is None or self.transport.is_closing():
+            return True
+        if self.ctx.overloaded:
+            self.ctx.park(self, self._pump)
+            return True
+        cap = self.ctx.limits.max_in_flight_per_connection
+        return self._writing_paused or (self.seed_handler is None and self.in_flight >= cap)
+
+    def _pump(self) -> None:
+        """Start the complete frames in the decoder, as far as the limits allow.
+
+        Memory per connection stays bounded: at most ``max_in_flight_per_connection``
+        requests executing, plus what one read put in the decoder; while at the
+        cap, the socket is not read and TCP flow control slows the peer down.
+        """
+        if self._pumping:
+            return  # re-entered (a reply written inline): the loop below re-checks
+        self._pumping = True
+        progressed = False
+        try:
+            while not (waiting := self._must_wait()):
+                message = self.decoder.next_message()
+                if message is None:
+                    break
+                progressed = True
                 if isinstance(message, str):
                     self._on_seed_text(message)
                 else:
                     through_link(self.links.request, message, self._execute, self._reset)
         except FramingError as err:
-            self.ctx.endpoint.count("rejected_framing")
-            self.ctx.log_bad_input(f"closing connection: {err}")
-            self._reset()
+            self._framing_error(err)
+            return
+        finally:
+            self._pumping = False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if waiting != self._reading_paused:
+            self._reading_paused = waiting
+            (transport.pause_reading if waiting else transport.resume_reading)()
+        # The frame timeout runs from the first byte of an unfinished frame, so
+        # dribbling one byte at a time (slowloris) does not keep it alive.
+        if not self.decoder.buffered:
+            self._partial_since = None
+        elif progressed or self._partial_since is None:
+            self._partial_since = asyncio.get_running_loop().time()
+        if self._timer is not None and self._timer.when() > self._deadline():
+            self._timer.cancel()
+            self._arm_timer()
 
     def _execute(self, message: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.ctx.execute(message, self._respond)
+            self.in_flight += 1
+            self.ctx.execute(message, self._respond, on_done=self._request_done)
+
+    def _request_done(self) -> None:
+        self.in_flight -= 1
+        if self._reading_paused:
+            self._pump()
 
     def _respond(self, reply: bytes) -> None:
         through_link(self.links.reply, reply, self._write, self._reset)
@@ -78,39 +152,55 @@ class _ServerConnection(asyncio.Protocol):
         if close:
             self.transport.close()
 
+    def _framing_error(self, err: FramingError) -> None:
+        self.ctx.endpoint.count("rejected_framing")
+        self.ctx.log_bad_input(f"closing connection: {err}")
+        self._reset()
+
     def _reset(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
-    def _touch(self) -> None:
-        self._last_activity = asyncio.get_running_loop().time()
-        if self._timer is None:
-            self._arm_timer()
+    def _deadline(self) -> float:
+        limits = self.ctx.limits
+        if self._partial_since is not None and not self._reading_paused:
+            return self._partial_since + limits.frame_timeout
+        return self._last_activity + limits.idle_timeout
 
     def _arm_timer(self) -> None:
-        limits = self.ctx.limits
-        # A half-received frame gets the short timeout: it pins buffer memory.
-        timeout = limits.frame_timeout if self.decoder.buffered else limits.idle_timeout
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(self._last_activity + timeout, self._on_timer)
+        # One timer per connection, moved lazily: it fires at the deadline
+        # computed when armed, then re-checks (activity may have moved it).
+        self._timer = asyncio.get_running_loop().call_at(self._deadline(), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        limits = self.ctx.limits
-        timeout = limits.frame_timeout if self.decoder.buffered else limits.idle_timeout
-        if asyncio.get_running_loop().time() - self._last_activity >= timeout:
-            self.ctx.endpoint.count("closed_idle")
-            self._reset()
-        elif self.transport is not None and not self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing():
+            return
+        now = asyncio.get_running_loop().time()
+        stalled = self._partial_since is not None and not self._reading_paused
+        if now < self._deadline() or (self.in_flight and not stalled):
+            if now >= self._deadline():  # we owe the peer replies: it is not idle
+                self._last_activity = now
             self._arm_timer()
+            return
+        self.ctx.endpoint.count("closed_stalled_frame" if stalled else "closed_idle")
+        self.ctx.log_bad_input("closing a stalled frame" if stalled else "closing idle")
+        self._reset()
 
 
 async def start_tcp_server(
     ctx: ServerContext, seed_handler: SeedHandler | None = None
 ) -> asyncio.Server:
     loop = asyncio.get_running_loop()
+    # A longer accept queue than asyncio's 100: a burst of connections is
+    # accepted (then admitted or refused) instead of waiting on SYN retries.
+    backlog = max(100, min(ctx.limits.max_connections, 4096))
     return await loop.create_server(
-        lambda: _ServerConnection(ctx, seed_handler), ctx.host, ctx.port, reuse_address=True
+        lambda: _ServerConnection(ctx, seed_handler),
+        ctx.host,
+        ctx.port,
+        reuse_address=True,
+        backlog=backlog,
     )
 
 

@@ -1,8 +1,13 @@
 """UDP driver: one wire message per datagram (thin glue).
 
 Datagrams larger than ``MAX_MESSAGE_SIZE`` are dropped and counted before any
-parsing. Server-side fault links, when configured, are kept per peer address
-(bounded, oldest forgotten first).
+parsing, as is every datagram while ``max_in_flight`` requests are already
+queued (a UDP server cannot push back: it sheds load, and clients retry).
+No reply is larger than ``amplification_factor`` times the datagram it answers
+(UDP never validates the sender's address, so a spoofed request must not turn
+the server into an amplifier; QUIC's rule, RFC 9000 section 8). Server-side
+fault links, when configured, are kept per peer address (bounded, oldest
+forgotten first).
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         if len(data) > MAX_MESSAGE_SIZE:
             self.ctx.endpoint.count("rejected_oversize_datagram")
             return
+        if self.ctx.overloaded:
+            self.ctx.endpoint.count("dropped_overload")
+            return
+        budget = int(self.ctx.limits.amplification_factor * len(data))
         links = self._links(addr)
 
         def send(reply: bytes) -> None:
@@ -41,7 +50,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             through_link(links.reply, reply, send, _no_reset)
 
         def execute(message: bytes) -> None:
-            self.ctx.execute(message, respond)
+            self.ctx.execute(message, respond, max_reply=budget)
 
         through_link(links.request, data, execute, _no_reset)
 
