@@ -1,0 +1,1 @@
+"""Property-based tests (Hypothesis): models, fault-schedule search, codec corruption."""

@@ -1,0 +1,310 @@
+"""Explicit fault schedules: what happens to message #k, decided by a list, not a coin.
+
+Role: the search space for property-based tests. ``FaultLink`` draws every
+decision from a seeded RNG, so Hypothesis could only search seeds and
+probabilities, which shrink to nothing a person can read. Here each link is
+told, per message index, to deliver, drop, duplicate or delay that message
+(``ScheduledLink``), and a ``FaultSchedule`` adds the server crashes, so a
+failing run shrinks to the few actions that break a guarantee, printed as::
+
+    client0 reply: #0 drop; crash before request #1
+
+Message indices count per link and direction, from 0: ``client0 request #2``
+is the third message client 0 sends (any attempt of any call), ``client0
+reply #0`` the first reply that reaches client 0's link. Crash indices count
+request arrivals at the server over all clients, from 0 (see
+``transports.sim``). Messages beyond a list are delivered untouched.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from transports.driver import Links
+from transports.faults import Delivery, FaultLink, FaultSpec, Verdict
+from transports.sim import CrashPoint
+
+__all__ = [
+    "DELIVER",
+    "DROP",
+    "DUPLICATE",
+    "Action",
+    "ActionKind",
+    "ClientSchedule",
+    "FaultSchedule",
+    "ScheduledLink",
+    "delay",
+]
+
+#: Offset of a duplicate's second copy: the same gap as ``FaultSpec.reorder_gap``.
+DEFAULT_GAP = FaultSpec().reorder_gap
+
+
+class ActionKind(enum.Enum):
+    DELIVER = "deliver"
+    DROP = "drop"
+    DUPLICATE = "dup"
+    DELAY = "delay"
+
+
+def _format_duration(seconds: float) -> str:
+    # Milliseconds read best; fall back to repr when %g would not round-trip.
+    ms = f"{seconds * 1e3:g}ms"
+    return ms if _parse_duration(ms) == seconds else f"{seconds!r}s"
+
+
+def _parse_duration(text: str) -> float:
+    if text.endswith("ms"):
+        return float(text[:-2]) / 1e3
+    if text.endswith("s"):
+        return float(text[:-1])
+    raise ValueError(f"expected a duration like 20ms or 0.02s, got {text!r}")
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a link does with one message; ``seconds`` is only set for DELAY."""
+
+    kind: ActionKind
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind is ActionKind.DELAY:
+            if not 0.0 < self.seconds <= 60.0:
+                raise ValueError(f"a delay must be in (0, 60] s, got {self.seconds}")
+        elif self.seconds:
+            raise ValueError(f"{self.kind.value} takes no duration")
+
+    def __str__(self) -> str:
+        if self.kind is ActionKind.DELAY:
+            return f"delay {_format_duration(self.seconds)}"
+        return str(self.kind.value)
+
+    @classmethod
+    def parse(cls, text: str) -> Action:
+        word, _, rest = text.strip().partition(" ")
+        kind = ActionKind(word)
+        return cls(kind, _parse_duration(rest.strip()) if kind is ActionKind.DELAY else 0.0)
+
+
+DELIVER = Action(ActionKind.DELIVER)
+DROP = Action(ActionKind.DROP)
+DUPLICATE = Action(ActionKind.DUPLICATE)
+
+
+def delay(seconds: float) -> Action:
+    """Hold a message back ``seconds``: later messages overtake it (reordering)."""
+    return Action(ActionKind.DELAY, seconds)
+
+
+class ScheduledLink(FaultLink):
+    """A ``FaultLink`` whose decision for message #k is ``actions[k]``.
+
+    A subclass, not a lookalike, so it fits every place a ``FaultLink`` goes
+    (``Links``, the sim, the asyncio drivers). In stream (TCP) mode it keeps
+    ``FaultLink``'s meaning: a drop breaks the connection (reset), duplicates
+    are absorbed and a delayed message holds back the ones behind it.
+    """
+
+    def __init__(
+        self,
+        actions: Sequence[Action],
+        label: str = "scheduled",
+        *,
+        stream: bool = False,
+        gap: float = DEFAULT_GAP,
+    ) -> None:
+        super().__init__(FaultSpec(), 0, label, stream=stream)
+        self.actions = tuple(actions)
+        self.gap = gap
+        self.sent = 0  # index of the next message
+        self._floor = float("-inf")  # stream mode: last delivery time
+
+    def apply(self, data: bytes, now: float) -> Verdict:
+        index, self.sent = self.sent, self.sent + 1
+        self.counters["messages"] += 1
+        action = self.actions[index] if index < len(self.actions) else DELIVER
+        kind = action.kind
+        if kind is ActionKind.DROP:
+            if self.stream:
+                self._floor = float("-inf")  # the next message rides a new connection
+                return self._record(Verdict((), True, ("drop", "reset")))
+            return self._record(Verdict((), False, ("drop",)))
+        at = now + action.seconds
+        events: list[str] = ["delay"] if kind is ActionKind.DELAY else []
+        if self.stream:
+            if kind is ActionKind.DUPLICATE:
+                events.append("absorbed_dup")
+            if at < self._floor:
+                at = self._floor  # a byte stream never overtakes itself
+                events.append("fifo_hold")
+            self._floor = at
+            return self._record(Verdict((Delivery(at, data),), False, tuple(events)))
+        if kind is ActionKind.DUPLICATE:
+            copies = (Delivery(at, data), Delivery(at + self.gap, data))
+            return self._record(Verdict(copies, False, ("dup",)))
+        return self._record(Verdict((Delivery(at, data),), False, tuple(events)))
+
+    def __repr__(self) -> str:
+        mode = "stream" if self.stream else "datagram"
+        listed = ", ".join(f"#{k} {a}" for k, a in enumerate(self.actions) if a != DELIVER)
+        return f"ScheduledLink([{listed}], label={self.label!r}, {mode})"
+
+
+def _trim(actions: tuple[Action, ...]) -> tuple[Action, ...]:
+    # Trailing delivers change nothing: dropping them gives one value per behaviour.
+    end = len(actions)
+    while end and actions[end - 1] == DELIVER:
+        end -= 1
+    return actions[:end]
+
+
+def _describe(what: str, actions: tuple[Action, ...]) -> str | None:
+    listed = [f"#{k} {a}" for k, a in enumerate(actions) if a != DELIVER]
+    return f"{what}: {', '.join(listed)}" if listed else None
+
+
+@dataclass(frozen=True)
+class ClientSchedule:
+    """The actions of one client's two links, by message index."""
+
+    request: tuple[Action, ...] = ()
+    reply: tuple[Action, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "request", _trim(tuple(self.request)))
+        object.__setattr__(self, "reply", _trim(tuple(self.reply)))
+
+    @property
+    def faults(self) -> int:
+        """Number of actions other than deliver."""
+        return sum(a != DELIVER for a in self.request + self.reply)
+
+
+_ITEM = re.compile(r"client(\d+) (request|reply): (.+)")
+_CRASH = re.compile(r"crash (before|after) request #(\d+)")
+_AT = re.compile(r"#(\d+) (.+)")
+
+
+@dataclass(frozen=True)
+class FaultSchedule:
+    """Per-client link actions plus server crashes, as one readable value.
+
+    ``crashes``: request arrival indices at which the server crashes *before*
+    applying the arriving request (its volatile state is lost, then the
+    restarted server handles it). ``crashes_after_apply``: indices at which
+    it crashes after applying the request and before replying (the reply is
+    lost too). An arrival may have at most one crash point.
+    """
+
+    clients: tuple[ClientSchedule, ...] = ()
+    crashes: frozenset[int] = field(default_factory=frozenset)
+    crashes_after_apply: frozenset[int] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        clients = tuple(self.clients)
+        while clients and clients[-1] == ClientSchedule():
+            clients = clients[:-1]
+        object.__setattr__(self, "clients", clients)
+        object.__setattr__(self, "crashes", frozenset(self.crashes))
+        object.__setattr__(self, "crashes_after_apply", frozenset(self.crashes_after_apply))
+        if any(k < 0 for k in self.crashes | self.crashes_after_apply):
+            raise ValueError("crash indices are request arrival numbers, from 0")
+        both = self.crashes & self.crashes_after_apply
+        if both:
+            raise ValueError(f"arrivals {sorted(both)} have two crash points; choose one")
+
+    # -- use -----------------------------------------------------------------
+
+    def client(self, index: int) -> ClientSchedule:
+        return self.clients[index] if index < len(self.clients) else ClientSchedule()
+
+    def links(self, clients: int, *, stream: bool = False) -> list[Links]:
+        """Fresh links for ``clients`` clients (pass to ``simulate(links=...)``)."""
+        out = []
+        for i in range(clients):
+            plan = self.client(i)
+            out.append(
+                Links(
+                    ScheduledLink(plan.request, f"client{i}/request", stream=stream),
+                    ScheduledLink(plan.reply, f"client{i}/reply", stream=stream),
+                )
+            )
+        return out
+
+    def crash_at(self, arrival: int) -> CrashPoint | None:
+        """The crash policy for ``simulate(crashes=...)``."""
+        if arrival in self.crashes:
+            return CrashPoint.BEFORE_APPLY
+        if arrival in self.crashes_after_apply:
+            return CrashPoint.AFTER_APPLY
+        return None
+
+    @property
+    def faults(self) -> int:
+        """Link actions other than deliver, plus crashes: the size of the schedule."""
+        crashes = len(self.crashes) + len(self.crashes_after_apply)
+        return sum(c.faults for c in self.clients) + crashes
+
+    # -- text ----------------------------------------------------------------
+
+    def __str__(self) -> str:
+        parts: list[str] = []
+        for i, plan in enumerate(self.clients):
+            for what, actions in (("request", plan.request), ("reply", plan.reply)):
+                text = _describe(f"client{i} {what}", actions)
+                if text is not None:
+                    parts.append(text)
+        parts += [f"crash before request #{k}" for k in sorted(self.crashes)]
+        parts += [f"crash after request #{k}" for k in sorted(self.crashes_after_apply)]
+        return "; ".join(parts) if parts else "no faults"
+
+    def __repr__(self) -> str:
+        return f"FaultSchedule.parse({str(self)!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # The IPython pretty-printer hook, which Hypothesis's failure report
+        # uses: without it a dataclass is dumped field by field.
+        printer.text(repr(self))
+
+    @classmethod
+    def parse(cls, text: str) -> FaultSchedule:
+        """Inverse of ``str``: ``parse(str(s)) == s`` for every schedule."""
+        requests: dict[int, dict[int, Action]] = {}
+        replies: dict[int, dict[int, Action]] = {}
+        before: set[int] = set()
+        after: set[int] = set()
+        stripped = text.strip()
+        items = [] if stripped == "no faults" else [p.strip() for p in stripped.split(";")]
+        for item in items:
+            if crash := _CRASH.fullmatch(item):
+                (before if crash[1] == "before" else after).add(int(crash[2]))
+                continue
+            match = _ITEM.fullmatch(item)
+            if match is None:
+                raise ValueError(f"cannot parse schedule item {item!r}")
+            table = requests if match[2] == "request" else replies
+            actions = table.setdefault(int(match[1]), {})
+            for entry in match[3].split(","):
+                at = _AT.fullmatch(entry.strip())
+                if at is None:
+                    raise ValueError(f"expected '#k action', got {entry.strip()!r}")
+                actions[int(at[1])] = Action.parse(at[2])
+        n = max([*requests, *replies], default=-1) + 1
+        return cls(
+            tuple(
+                ClientSchedule(_dense(requests.get(i, {})), _dense(replies.get(i, {})))
+                for i in range(n)
+            ),
+            frozenset(before),
+            frozenset(after),
+        )
+
+
+def _dense(actions: dict[int, Action]) -> tuple[Action, ...]:
+    size = max(actions, default=-1) + 1
+    return tuple(actions.get(k, DELIVER) for k in range(size))
