@@ -188,6 +188,7 @@ async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
     service, release = _make_service(args, faults)
     semantics = Semantics(args.semantics or DEFAULT_SEMANTICS[args.service])
     endpoint = ServerEndpoint(service, semantics)
+    stop = _stop_on_signal()
     with concurrent.futures.ThreadPoolExecutor(max(1, args.workers)) as pool:
         context = ServerContext(
             endpoint,
@@ -211,7 +212,7 @@ async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
             f"(semantics {semantics.value}, framing {args.framing}, faults {faults or 'none'})",
             flush=True,
         )
-        await _wait_for_signal()
+        await stop.wait()
         await server.close()
     release()
     _print_counters(server)
@@ -230,13 +231,15 @@ def _limits(args: argparse.Namespace) -> ServerLimits:
         raise UsageError(str(err)) from err
 
 
-async def _wait_for_signal() -> None:
+def _stop_on_signal() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM; installed before [LISTENING] is printed,
+    so a supervisor that signals as soon as it reads that line stops us cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 def _print_counters(server: RunningServer) -> None:

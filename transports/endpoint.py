@@ -167,17 +167,25 @@ class ServerEndpoint:
 
 def _fit_error(reply: Reply, limit: int) -> bytes | None:
     """Encode error ``reply`` in at most ``limit`` bytes by cutting its message."""
+    data = encode_reply(reply)
+    excess = len(data) - min(limit, MAX_MESSAGE_SIZE)
+    if excess <= 0:
+        return data
     message = reply.error_message or ""
-    while True:
-        data = encode_reply(replace(reply, error_message=message))
-        excess = len(data) - min(limit, MAX_MESSAGE_SIZE)
-        if excess <= 0:
-            return data
-        if not message:
-            return None
-        # Each character costs at least one byte, so cutting ``excess`` of
-        # them never overshoots; escapes and UTF-8 may need another round.
-        message = message[: max(0, len(message) - excess)]
+    cut = len(message)
+    # JSON escapes each character on its own, so dropping characters from the
+    # end shrinks the message by exactly their encoded cost: one re-encode.
+    while excess > 0 and cut > 0:
+        cut -= 1
+        excess -= _json_cost(message[cut])
+    if excess > 0:
+        return None
+    return encode_reply(replace(reply, error_message=message[:cut]))
+
+
+def _json_cost(char: str) -> int:
+    """Bytes ``char`` takes inside a JSON string as the wire codec writes it."""
+    return len(json.dumps(char, ensure_ascii=False).encode("utf-8")) - 2
 
 
 def _cache_key(request: Request) -> str:
