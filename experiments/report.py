@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,8 @@ def record(run: CellRun) -> Record:
     return rec
 
 
-def _measured_vs_predicted(rec: Record, key: str) -> str:
+def measured_vs_predicted(rec: Record, key: str) -> str:
+    """``measured / predicted`` count, ``!`` when outside 4 standard errors."""
     predicted = rec.get("predicted")
     if predicted is None:
         return str(rec[key])
@@ -67,11 +68,11 @@ def transport_table(records: Sequence[Record]) -> str:
         [
             r["semantics"],
             r["loss"],
-            _measured_vs_predicted(r, "ok"),
+            measured_vs_predicted(r, "ok"),
             r["failed"],
-            _measured_vs_predicted(r, "unknown"),
-            _measured_vs_predicted(r, "duplicated"),
-            _measured_vs_predicted(r, "phantom"),
+            measured_vs_predicted(r, "unknown"),
+            measured_vs_predicted(r, "duplicated"),
+            measured_vs_predicted(r, "phantom"),
             r["lost"],
             r["money_drift"],
             r["executions"],
@@ -145,9 +146,25 @@ def render(records: Sequence[Record], env: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+Renderer = Callable[[Sequence[Record], dict[str, Any]], str]
+Plotter = Callable[[Path, str, Sequence[Record]], list[Path]]
+
+
 def write_results(
-    out: Path, name: str, records: Sequence[Record], params: dict[str, Any], env: dict[str, Any]
+    out: Path,
+    name: str,
+    records: Sequence[Record],
+    params: dict[str, Any],
+    env: dict[str, Any],
+    *,
+    render_tables: Renderer | None = None,
+    plotter: Plotter | None = None,
 ) -> list[Path]:
+    """``name``.json (parameters, environment, cells), .csv, .md and plots.
+
+    ``render_tables`` and ``plotter`` default to this module's retries layout.
+    """
+    render_tables = render_tables or render
     out.mkdir(parents=True, exist_ok=True)
     written = [out / f"{name}.json", out / f"{name}.csv", out / f"{name}.md"]
     document = {"parameters": params, "environment": env, "cells": list(records)}
@@ -158,9 +175,9 @@ def write_results(
         writer.writeheader()
         writer.writerows(flat)
     written[2].write_text(
-        f"# {name}\n\nCommand: `{env['argv']}`\n\n```\n{render(records, env)}\n```\n"
+        f"# {name}\n\nCommand: `{env['argv']}`\n\n```\n{render_tables(records, env)}\n```\n"
     )
-    written.extend(plot(out, name, records))
+    written.extend((plotter or plot)(out, name, records))
     return written
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.ledger import Ledger
+from transports.sim import SimRequest
 
 PIN = "0000"
 FIRST_ACCOUNT = 1000
@@ -66,3 +67,11 @@ def open_accounts(ledger: Ledger, clients: int, now: float) -> list[str]:
         token, _ = ledger.login(account, PIN, now)
         tokens.append(token)
     return tokens
+
+
+def sim_plans(plans: list[list[Operation]], tokens: list[str]) -> list[list[SimRequest]]:
+    """The planned operations as the simulator's requests, each with its client's token."""
+    return [
+        [SimRequest(op.request_id, *op.call_args(token)) for op in plan]
+        for plan, token in zip(plans, tokens, strict=True)
+    ]
