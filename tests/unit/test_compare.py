@@ -1,0 +1,82 @@
+"""``experiments.compare``: matching cells of two result files and their deltas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from experiments.compare import cell_text, compare, main
+
+
+def cell(transport: str, semantics: str, loss: float, **metrics: Any) -> dict[str, Any]:
+    base = {"ok": 100, "unknown": 0, "duplicated": 0, "phantom": 0, "attempts": 100}
+    return {
+        "transport": transport,
+        "semantics": semantics,
+        "loss": loss,
+        "faults": f"loss={loss}",
+        "policy": "fixed(timeout=50ms)",
+        "seed": 1,
+        "ops": 100,
+        "clients": 4,
+        "p50_ms": 0.5,
+        "p99_ms": 2.0,
+        **base,
+        **metrics,
+    }
+
+
+def write(path: Path, cells: list[dict[str, Any]], argv: str) -> Path:
+    path.write_text(json.dumps({"parameters": {}, "environment": {"argv": argv}, "cells": cells}))
+    return path
+
+
+def test_cell_text_formats_counts_and_latencies() -> None:
+    assert cell_text("ok", 100, 97) == "100 -> 97 (-3)"
+    assert cell_text("p99_ms", 2.0, 212.44) == "2.0 -> 212.4 (+210.4)"
+    assert cell_text("unknown", 3, 3) == "3 -> 3 (0)"
+    assert cell_text("ok", None, 5) == "None -> 5"
+
+
+def test_compare_matches_on_transport_semantics_loss() -> None:
+    a = [cell("tcp", "maybe", 0.1, ok=90), cell("udp", "maybe", 0.1), cell("udp", "maybe", 0.2)]
+    b = [cell("udp", "maybe", 0.1, ok=81), cell("tcp", "maybe", 0.1, ok=99), cell("tcp", "x", 0)]
+    rows, only_a, only_b = compare(a, b, ["ok"])
+    assert rows == [
+        ["tcp", "maybe", 0.1, "90 -> 99 (+9)"],
+        ["udp", "maybe", 0.1, "100 -> 81 (-19)"],
+    ]
+    assert only_a == [("udp", "maybe", 0.2)]
+    assert only_b == [("tcp", "x", 0.0)]
+
+
+def test_main_prints_side_by_side_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(
+        tmp_path / "inproc.json",
+        [cell("tcp", "at-least-once", 0.1, unknown=12, p99_ms=50.2)],
+        "python -m experiments.retries",
+    )
+    b = write(
+        tmp_path / "kernel.json",
+        [cell("tcp", "at-least-once", 0.1, unknown=1, p99_ms=212.9, backend="kernel")],
+        "python -m experiments.kernel",
+    )
+    assert main([str(a), str(b), "--labels", "inproc,kernel"]) == 0
+    out = capsys.readouterr().out
+    assert "inproc = " in out and "backend in-process" in out
+    assert "kernel = " in out and "backend kernel" in out
+    assert "12 -> 1 (-11)" in out
+    assert "50.2 -> 212.9 (+162.7)" in out
+    assert "only in" not in out
+
+
+def test_main_rejects_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path / "good.json", [cell("udp", "maybe", 0.0)], "x")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert main([str(good), str(tmp_path / "bad.json")]) == 2
+    assert "expected a JSON object with a 'cells' list" in capsys.readouterr().err
+    assert main([str(good), str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
