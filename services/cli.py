@@ -3,6 +3,12 @@
 This module is the composition root: the one place in ``services`` that
 imports ``transports``, to wire a service to a driver. The services themselves
 know nothing of sockets.
+
+Crash faults: ``--faults crash=P`` makes a bank server kill itself with
+SIGKILL (no cleanup; only what SQLite already committed survives) at a
+fraction ``P`` of the deposit and withdrawal attempts it executes, at the point
+``--crash-point`` names. ``experiments.supervisor`` restarts it on the same
+ledger.
 """
 
 from __future__ import annotations
@@ -11,8 +17,11 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import os
+import random
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from services import numbers, text
@@ -22,17 +31,23 @@ from services.ledger import Ledger
 from transports.call import RetrySettings
 from transports.client import TRANSPORTS, RunningServer, default_settings, start_server
 from transports.driver import ServerContext, ServerLimits
-from transports.endpoint import ServerEndpoint
+from transports.endpoint import AFTER_APPLY, BEFORE_APPLY, ServerEndpoint
 from transports.faults import FaultSpec, FaultSpecError
 from transports.retry import RetryPolicy
 from transports.semantics import Semantics
 from transports.tcp import SeedHandler
+from transports.wire import Request
 
 SERVICES = ("text", "numbers", "bank")
 CLIENTS = ("text", "numbers", "atm")
 DEFAULT_SEMANTICS = {"text": "at-least-once", "numbers": "at-least-once", "bank": "exactly-once"}
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DISCONNECT = "!DISCONNECT"  # the lab's end-of-session message
+RANDOM_POINT = "random"
+CRASH_POINTS = (BEFORE_APPLY, AFTER_APPLY, RANDOM_POINT)
+# Only requests that change the ledger are crash candidates: a crash around a
+# login or a balance query shows nothing about duplicated money.
+CRASH_OPS = frozenset({"bank.deposit", "bank.withdraw"})
 
 
 class UsageError(Exception):
@@ -67,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         "at-least-once otherwise)",
     )
     serve.add_argument("--workers", type=int, default=4, help="threads for blocking services")
+    serve.add_argument(
+        "--crash-point",
+        choices=CRASH_POINTS,
+        default=RANDOM_POINT,
+        help="with --faults crash=P (bank): SIGKILL this server before a deposit/withdrawal "
+        "is applied, after it committed but before the reply leaves, or either (50/50)",
+    )
     serve.add_argument("--max-connections", type=int, default=ServerLimits.max_connections)
     serve.add_argument(
         "--frame-timeout",
@@ -187,7 +209,10 @@ async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
     limits = _limits(args)  # before the ledger opens: a bad value must not leak it
     service, release = _make_service(args, faults)
     semantics = Semantics(args.semantics or DEFAULT_SEMANTICS[args.service])
-    endpoint = ServerEndpoint(service, semantics)
+    crasher = None
+    if faults.crash > 0.0:
+        crasher = ProcessCrasher(faults.crash, args.crash_point, args.seed)
+    endpoint = ServerEndpoint(service, semantics, crash_hook=crasher)
     stop = _stop_on_signal()
     with concurrent.futures.ThreadPoolExecutor(max(1, args.workers)) as pool:
         context = ServerContext(
@@ -207,9 +232,11 @@ async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
         except OSError as err:
             release()
             raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from err
+        crashing = f", crash point {args.crash_point}"
         print(
             f"[LISTENING] {args.service} on {args.transport}://{server.host}:{server.port} "
-            f"(semantics {semantics.value}, framing {args.framing}, faults {faults or 'none'})",
+            f"(semantics {semantics.value}, framing {args.framing}, faults {faults or 'none'}"
+            f"{crashing if crasher else ''})",
             flush=True,
         )
         await stop.wait()
@@ -217,6 +244,73 @@ async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
     release()
     _print_counters(server)
     return 0
+
+
+class ProcessCrasher:
+    """Crash hook: SIGKILL this process at a seeded fraction of deposits and withdrawals.
+
+    Whether attempt ``a`` of request ``id`` crashes the server, and where, is a
+    pure function of ``(seed, id, a)``: two draws from
+    ``random.Random(f"{seed}/server/crash/{id}/{a}")``, crash if the first is
+    below ``rate``, before apply if the second is below 0.5 (for ``random``).
+    So the decisions do not depend on thread timing or on how many requests an
+    earlier incarnation saw; a retry (next attempt) gets a fresh draw, so a
+    restarted server does not crash on the same request forever; TCP, UDP and
+    every semantics face the same draws; and a higher rate crashes at a
+    superset of the attempts of a lower one (common random numbers). The
+    decision is taken before apply and remembered per thread (``finish`` runs
+    on one thread) for the after-apply check. ``kill`` is replaceable for tests.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        point: str,
+        seed: int,
+        kill: Callable[[Request, str], None] | None = None,
+    ) -> None:
+        if point not in CRASH_POINTS:
+            raise ValueError(f"crash point must be one of {', '.join(CRASH_POINTS)}")
+        self.rate = rate
+        self.point = point
+        self.seed = seed
+        self._pending = threading.local()  # this thread's request dies after apply
+        self._kill = kill or _sigkill
+
+    def decide(self, request: Request) -> str | None:
+        """Where attempt ``request.attempt`` of ``request`` crashes the server, or None."""
+        rng = random.Random(f"{self.seed}/server/crash/{request.id}/{request.attempt}")
+        u_crash, u_point = rng.random(), rng.random()
+        if u_crash >= self.rate:
+            return None
+        if self.point == RANDOM_POINT:
+            return BEFORE_APPLY if u_point < 0.5 else AFTER_APPLY
+        return self.point
+
+    def __call__(self, request: Request, stage: str) -> None:
+        if request.op not in CRASH_OPS:
+            return
+        if stage == AFTER_APPLY:
+            if getattr(self._pending, "doomed", False):
+                self._pending.doomed = False
+                self._kill(request, AFTER_APPLY)
+            return
+        point = self.decide(request)
+        self._pending.doomed = point == AFTER_APPLY
+        if point == BEFORE_APPLY:
+            self._kill(request, BEFORE_APPLY)
+
+
+_dying = threading.Lock()  # the first thread to crash the process is the only one
+
+
+def _sigkill(request: Request, point: str) -> None:
+    """Die at once, as a power cut would kill the process: no handlers, no cleanup."""
+    _dying.acquire()  # a second thread deciding to crash just waits for the kill
+    # One write() per line, so the supervisor reads it whole before the kill.
+    line = f"[CRASH] {point} {request.op} {request.id} {request.attempt}\n"
+    os.write(sys.stderr.fileno(), line.encode())
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _limits(args: argparse.Namespace) -> ServerLimits:

@@ -10,6 +10,12 @@ docs/SECURITY.md): the endpoint does the fitting because only it can shorten
 an error reply and still produce a valid, correctly checksummed message; the
 driver decides whether a budget applies, since only it knows that its
 transport has not validated the peer's address.
+
+``crash_hook`` (optional) is called with ``(request, BEFORE_APPLY)`` just
+before the service executes a request and ``(request, AFTER_APPLY)`` just
+after it returned (its ledger change committed) and before the reply is
+cached, encoded or sent: the two points where a process-crash injector
+(``services.cli``) kills a real server.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 
 from services.base import CallContext, Service
@@ -40,6 +47,11 @@ INTERNAL = "INTERNAL"
 RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
 _OVER_BUDGET = "reply exceeds the UDP anti-amplification limit; use TCP"
 
+# Where ``finish`` calls its crash hook.
+BEFORE_APPLY = "before-apply"
+AFTER_APPLY = "after-apply"
+CrashHook = Callable[[Request, str], None]
+
 
 class ServerEndpoint:
     """Executes requests for one service under one call semantics."""
@@ -49,8 +61,10 @@ class ServerEndpoint:
         service: Service,
         semantics: Semantics = Semantics.AT_LEAST_ONCE,
         reply_cache: ReplyCache | None = None,
+        crash_hook: CrashHook | None = None,
     ) -> None:
         self.service = service
+        self.crash_hook = crash_hook
         self.semantics = semantics
         if semantics is Semantics.AT_MOST_ONCE and reply_cache is None:
             reply_cache = ReplyCache()
@@ -122,7 +136,12 @@ class ServerEndpoint:
 
     def finish(self, request: Request, now: float) -> bytes:
         """Second half of ``handle``: execute, remember the reply, encode it."""
+        hook = self.crash_hook
+        if hook is not None:
+            hook(request, BEFORE_APPLY)
         reply = self.execute(request, now)
+        if hook is not None:
+            hook(request, AFTER_APPLY)  # a crash here loses the reply, not the change
         if self.reply_cache is not None:
             self.reply_cache.complete(_cache_key(request), reply, now)
         return self._encode(reply)
