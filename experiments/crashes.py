@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import dataclasses
-import json
 import statistics
 import sys
 import tempfile
@@ -56,7 +54,7 @@ from tabulate import tabulate
 from experiments.analytic import Prediction, agrees, predict
 from experiments.audit import audit, percentile
 from experiments.cli import Progress, choice, csv_list, environment, probability
-from experiments.report import PREDICTED, Record, record
+from experiments.report import PREDICTED, Record, measured_vs_predicted, record, write_results
 from experiments.runner import SCRYPT_N, SESSION_TTL, WORKERS, Cell, CellRun, _client, run_cell
 from experiments.supervisor import Crash, Supervisor, free_port
 from experiments.workload import Operation, open_accounts, plan_operations
@@ -361,14 +359,6 @@ def crash_record(run: CellRun) -> Record:
 # --- tables -----------------------------------------------------------------------
 
 
-def _cell(rec: Record, key: str) -> str:
-    predicted = rec.get("predicted")
-    if predicted is None:
-        return str(rec[key])
-    flag = "" if rec["agrees"][key] else " !"
-    return f"{rec[key]} / {predicted[key] * rec['ops']:.1f}{flag}"
-
-
 # The audit columns of the retries experiment, in its order.
 _AUDIT_KEYS = [
     "ok",
@@ -392,7 +382,7 @@ def _headers(keys: Sequence[str]) -> list[str]:
 
 
 def _row(r: Record, keys: Sequence[str]) -> list[Any]:
-    return [_cell(r, k) if k in PREDICTED else r[k] for k in keys]
+    return [measured_vs_predicted(r, k) if k in PREDICTED else r[k] for k in keys]
 
 
 def table(records: Sequence[Record]) -> str:
@@ -509,27 +499,6 @@ def render(records: Sequence[Record], env: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def write_results(
-    out: Path, name: str, records: Sequence[Record], params: dict[str, Any], env: dict[str, Any]
-) -> list[Path]:
-    """JSON (the shape of ``experiments.report.write_results``), CSV and Markdown."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / f"{name}.json", out / f"{name}.csv", out / f"{name}.md"]
-    document = {"parameters": params, "environment": env, "cells": list(records)}
-    written[0].write_text(json.dumps(document, indent=1) + "\n")
-    flat = [{k: v for k, v in r.items() if not isinstance(v, dict | list)} for r in records]
-    # Sim and real records have different columns: the union, in first-seen order.
-    fields = list(dict.fromkeys(k for r in flat for k in r))
-    with written[1].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(flat)
-    written[2].write_text(
-        f"# {name}\n\nCommand: `{env['argv']}`\n\n```\n{render(records, env)}\n```\n"
-    )
-    return written
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
@@ -557,7 +526,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment()
     print(render(records, env))
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    written = write_results(args.out, args.name, records, params, env)
+    written = write_results(
+        args.out, args.name, records, params, env, render_tables=render, plotter=None
+    )
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 1 if violations else 0
 

@@ -146,41 +146,6 @@ def render(records: Sequence[Record], env: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-Renderer = Callable[[Sequence[Record], dict[str, Any]], str]
-Plotter = Callable[[Path, str, Sequence[Record]], list[Path]]
-
-
-def write_results(
-    out: Path,
-    name: str,
-    records: Sequence[Record],
-    params: dict[str, Any],
-    env: dict[str, Any],
-    *,
-    render_tables: Renderer | None = None,
-    plotter: Plotter | None = None,
-) -> list[Path]:
-    """``name``.json (parameters, environment, cells), .csv, .md and plots.
-
-    ``render_tables`` and ``plotter`` default to this module's retries layout.
-    """
-    render_tables = render_tables or render
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / f"{name}.json", out / f"{name}.csv", out / f"{name}.md"]
-    document = {"parameters": params, "environment": env, "cells": list(records)}
-    written[0].write_text(json.dumps(document, indent=1, sort_keys=False) + "\n")
-    flat = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in records]
-    with written[1].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(flat[0]))
-        writer.writeheader()
-        writer.writerows(flat)
-    written[2].write_text(
-        f"# {name}\n\nCommand: `{env['argv']}`\n\n```\n{render_tables(records, env)}\n```\n"
-    )
-    written.extend((plotter or plot)(out, name, records))
-    return written
-
-
 def plot(out: Path, name: str, records: Sequence[Record]) -> list[Path]:
     """Duplicates and latency against loss per transport, with the prediction."""
     try:
@@ -250,3 +215,42 @@ def _series(records: Sequence[Record]) -> dict[tuple[str, str], list[Record]]:
     for r in records:
         series.setdefault((r["transport"], r["semantics"]), []).append(r)
     return series
+
+
+Renderer = Callable[[Sequence[Record], dict[str, Any]], str]
+Plotter = Callable[[Path, str, Sequence[Record]], list[Path]]
+
+
+def write_results(
+    out: Path,
+    name: str,
+    records: Sequence[Record],
+    params: dict[str, Any],
+    env: dict[str, Any],
+    *,
+    render_tables: Renderer | None = None,
+    plotter: Plotter | None = plot,
+) -> list[Path]:
+    """``name``.json (parameters, environment, cells), .csv, .md and plots.
+
+    ``render_tables`` defaults to this module's retries layout; ``plotter``
+    to its plot (None: no plot).
+    """
+    render_tables = render_tables or render
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / f"{name}.json", out / f"{name}.csv", out / f"{name}.md"]
+    document = {"parameters": params, "environment": env, "cells": list(records)}
+    written[0].write_text(json.dumps(document, indent=1, sort_keys=False) + "\n")
+    flat = [{k: v for k, v in r.items() if not isinstance(v, dict | list)} for r in records]
+    # Records of one file may differ in columns: the union, in first-seen order.
+    fields = list(dict.fromkeys(k for r in flat for k in r))
+    with written[1].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(flat)
+    written[2].write_text(
+        f"# {name}\n\nCommand: `{env['argv']}`\n\n```\n{render_tables(records, env)}\n```\n"
+    )
+    if plotter is not None:
+        written.extend(plotter(out, name, records))
+    return written
