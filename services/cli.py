@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import os
 import random
 import signal
@@ -28,6 +29,7 @@ from services import numbers, text
 from services.bank import BankService
 from services.base import Service
 from services.ledger import Ledger
+from transports import netns
 from transports.call import RetrySettings
 from transports.client import TRANSPORTS, RunningServer, default_settings, start_server
 from transports.driver import ServerContext, ServerLimits
@@ -80,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[s.value for s in Semantics],
         help="call semantics the server implements (default: exactly-once for bank, "
         "at-least-once otherwise)",
+    )
+    serve.add_argument(
+        "--fault-backend",
+        choices=("in-process", "kernel"),
+        default="in-process",
+        help="kernel: serve inside a network namespace joined by veth to a client namespace, "
+        "with the network faults done by the kernel (root, Linux; see transports/netns.py)",
     )
     serve.add_argument("--workers", type=int, default=4, help="threads for blocking services")
     serve.add_argument(
@@ -203,8 +212,42 @@ def _seed_handler(service: str) -> SeedHandler:
 
 
 async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
+    if args.fault_backend == "kernel":
+        return await _serve_in_namespace(args, faults)
     if args.host not in LOOPBACK:
         print(f"warning: binding to {args.host}, reachable beyond this machine", file=sys.stderr)
+    return await _serve(args, faults)
+
+
+async def _serve_in_namespace(args: argparse.Namespace, faults: FaultSpec) -> int:
+    """Serve in namespace b of a fresh veth pair; the kernel drops packets between a and b.
+
+    The server socket is created inside b (``netns.inside`` switches only this
+    thread, only while binding); application faults (``app_fail``, ``crash``)
+    stay in-process. The pair and its rules are removed on exit.
+    """
+    reason = netns.support().skip_reason()
+    if reason is not None:
+        raise UsageError(f"--fault-backend kernel: {reason}")
+    link = dataclasses.replace(faults, app_fail=0.0, crash=0.0)
+    with netns.NetnsPair() as pair:
+        try:
+            pair.apply(link)
+        except netns.NetnsError as err:
+            raise UsageError(f"--fault-backend kernel: {err}") from err
+        args.host = pair.b.address
+        print(
+            f"[NETNS] kernel faults [{link}] between namespaces; clients run in "
+            f"{pair.a.netns}: ip netns exec {pair.a.netns} python -m services client ... "
+            f"--host {pair.b.address}",
+            flush=True,
+        )
+        in_process = FaultSpec(app_fail=faults.app_fail, crash=faults.crash)
+        return await _serve(args, in_process, namespace=pair.b.netns)
+
+
+async def _serve(args: argparse.Namespace, faults: FaultSpec, namespace: str | None = None) -> int:
+    """Run the server until SIGINT/SIGTERM, injecting ``faults`` in-process."""
     seed_handler = _seed_handler(args.service) if args.framing == "seed" else None
     limits = _limits(args)  # before the ledger opens: a bad value must not leak it
     service, release = _make_service(args, faults)
@@ -228,7 +271,8 @@ async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
             else None,
         )
         try:
-            server = await start_server(args.transport, context, seed_handler)
+            with netns.inside(namespace) if namespace else contextlib.nullcontext():
+                server = await start_server(args.transport, context, seed_handler)
         except OSError as err:
             release()
             raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from err

@@ -346,3 +346,36 @@ def test_servers_under_kernel_loss_via_netns_up(kernel: KernelSupport, tmp_path:
     assert done.stdout.count("Your balance is 10002") == 2
     assert up.returncode == 0 and "[NETNS DOWN]" in out
     assert {ns_a, ns_b}.isdisjoint(namespaces())
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_serve_with_the_kernel_fault_backend(
+    kernel: KernelSupport, tmp_path: Path, transport: str
+) -> None:
+    # `serve --fault-backend kernel` makes its own pair, serves in b and says
+    # where clients go; the pair is gone once the server stops.
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "services", "serve", "bank", "--transport", transport,
+         "--fault-backend", "kernel", "--faults", "loss=0.1", "--port", "0",
+         "--db", str(tmp_path / "bank.sqlite3")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        where = re.search(r"ip netns exec (\S+) .* --host ([\d.]+)", serve.stdout.readline())
+        port = re.search(r":(\d+) \(", serve.stdout.readline())
+        assert where and port, serve.stderr.read() if serve.stderr else ""
+        ns_a, address_b = where.groups()
+        done = subprocess.run(
+            ["ip", "netns", "exec", ns_a, sys.executable, "-m", "services", "client", "atm",
+             "--transport", transport, "--host", address_b, "--port", port.group(1),
+             "--timeout", "2", "--attempts", "10"],
+            input="1\n1234\n2\n2\n1\n4\n", capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        out, err = serve.communicate(timeout=15)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("Your balance is 10002") == 2
+    assert serve.returncode == 0 and "[STOPPED]" in out, err
+    assert ns_a not in namespaces()
