@@ -28,7 +28,10 @@ for every account (no lost update, no unrecorded change).
 
 Concurrency: one connection per thread, WAL journal, a 10 s busy timeout,
 ``BEGIN IMMEDIATE`` for every write and conditional UPDATEs, so concurrent
-deposits and withdrawals never lose an update or overdraw.
+deposits and withdrawals never lose an update or overdraw. ``in_memory=True``
+(for simulations, where nothing outlives the process anyway) keeps the same
+schema and transactions in one shared in-memory connection, each use under a
+lock: several times faster, and gone at ``close()``.
 
 Semantics worth knowing:
 
@@ -65,7 +68,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -102,6 +105,8 @@ _SALT_BYTES = 16
 _HASH_BYTES = 64
 _SCRYPT_R = 8
 _DUMMY_SALT = secrets.token_bytes(_SALT_BYTES)
+#: ``json.dumps(result, sort_keys=True)``, without building an encoder per call.
+_RESULT_JSON = json.JSONEncoder(sort_keys=True).encode
 
 Kind = Literal["deposit", "withdraw"]
 
@@ -167,6 +172,7 @@ class Ledger:
         seed: int = 0,
         scrypt_n: int = 2**14,
         session_ttl: float = 900.0,
+        in_memory: bool = False,
     ) -> None:
         if not 0.0 <= fail_probability <= 1.0:
             raise ValueError("fail_probability must be in [0, 1]")
@@ -174,8 +180,17 @@ class Ledger:
             raise ValueError("scrypt_n must be a power of two >= 2")
         if not session_ttl > 0:
             raise ValueError("session_ttl must be positive")
-        self._temporary = path is None
-        if path is None:
+        if in_memory and path is not None:
+            raise ValueError("an in-memory ledger has no path")
+        # In memory: one connection that every thread shares, each use under
+        # _shared (SQLite's own locking cannot separate two users of one
+        # connection). Nothing survives close(): for simulations, where the
+        # process is the whole world; a file ledger is the durable default.
+        self._shared: threading.RLock | None = threading.RLock() if in_memory else None
+        self._temporary = path is None and not in_memory
+        if in_memory:
+            path = ":memory:"
+        elif path is None:
             fd, path = tempfile.mkstemp(prefix="ledger-", suffix=".sqlite3")
             os.close(fd)  # an empty file is a valid new SQLite database
         self.path: str = path
@@ -201,6 +216,8 @@ class Ledger:
         if self._closed:
             raise RuntimeError("ledger is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None and self._shared is not None and self._connections:
+            conn = self._local.conn = self._connections[0]
         if conn is None:
             # check_same_thread=False only so close() may close every thread's
             # connection; each connection is otherwise used by its own thread.
@@ -211,8 +228,9 @@ class Ledger:
                 check_same_thread=False,
             )
             conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL
+            if self._shared is None:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL
             conn.execute("PRAGMA foreign_keys = ON")
             with self._connections_lock:
                 self._connections.append(conn)
@@ -221,23 +239,38 @@ class Ledger:
 
     def _one(self, sql: str, params: tuple[object, ...] = ()) -> Any:
         """First row of an autocommit read (a consistent WAL snapshot), or None."""
-        return self._conn().execute(sql, params).fetchone()
+        if self._shared is None:
+            return self._conn().execute(sql, params).fetchone()
+        with self._shared:
+            return self._conn().execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """Every row of an autocommit statement."""
+        with self._shared or nullcontext():
+            return self._conn().execute(sql, params).fetchall()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: commit on normal exit, roll back on any error."""
-        conn = self._conn()
-        # IMMEDIATE takes the write lock up front, so reads inside the
-        # transaction cannot go stale before the write (no lost update).
-        conn.execute("BEGIN IMMEDIATE")
+        shared = self._shared
+        if shared is not None:
+            shared.acquire()
         try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            # Also after a failed COMMIT, so the connection is never left mid-transaction.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            conn = self._conn()
+            # IMMEDIATE takes the write lock up front, so reads inside the
+            # transaction cannot go stale before the write (no lost update).
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # Also after a failed COMMIT, so the connection is never left mid-transaction.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            if shared is not None:
+                shared.release()
 
     def _initialise(self, demo_accounts: bool) -> None:
         with self._write() as conn:
@@ -385,7 +418,7 @@ class Ledger:
         """End a session; unknown tokens are ignored (logout is idempotent)."""
         if not isinstance(token, str):
             return
-        self._conn().execute("DELETE FROM sessions WHERE token_hash = ?", (_token_hash(token),))
+        self._all("DELETE FROM sessions WHERE token_hash = ?", (_token_hash(token),))
 
     # -- money --------------------------------------------------------------
 
@@ -447,7 +480,7 @@ class Ledger:
                 result = {"kind": kind, "account": account_id, "amount": amount, "balance": balance}
                 conn.execute(
                     "INSERT INTO idempotency (key, result) VALUES (?, ?)",
-                    (request_id, json.dumps(result, sort_keys=True)),
+                    (request_id, _RESULT_JSON(result)),
                 )
         return int(balance)
 
@@ -464,7 +497,7 @@ class Ledger:
 
     def applications(self) -> dict[str, int]:
         """request id -> number of ledger rows (applied changes) it produced."""
-        rows = self._conn().execute("SELECT request_id, COUNT(*) FROM ledger GROUP BY request_id")
+        rows = self._all("SELECT request_id, COUNT(*) FROM ledger GROUP BY request_id")
         return {str(rid): int(count) for rid, count in rows}
 
     def total_balance(self) -> int:
@@ -474,12 +507,12 @@ class Ledger:
 
     def accounts(self) -> list[tuple[int, str, int]]:
         """(id, holder name, balance) of every account, by id."""
-        rows = self._conn().execute("SELECT id, name, balance FROM accounts ORDER BY id")
+        rows = self._all("SELECT id, name, balance FROM accounts ORDER BY id")
         return [(int(i), str(name), int(balance)) for i, name, balance in rows]
 
     def reconcile(self) -> list[int]:
         """Accounts whose balance differs from opening balance + net ledger rows."""
-        rows = self._conn().execute(
+        rows = self._all(
             """SELECT a.id FROM accounts AS a LEFT JOIN (
                    SELECT account_id,
                           SUM(CASE kind WHEN 'deposit' THEN amount ELSE -amount END) AS net
@@ -491,7 +524,7 @@ class Ledger:
 
     def integrity_check(self) -> str:
         """SQLite's own consistency check: ``"ok"`` when the file is sound."""
-        rows = self._conn().execute("PRAGMA integrity_check").fetchall()
+        rows = self._all("PRAGMA integrity_check")
         return "\n".join(str(message) for (message,) in rows)
 
 

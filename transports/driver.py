@@ -110,6 +110,10 @@ def through_link(
     if link is None:
         deliver(data)
         return True
+    if link.passthrough:  # what apply() would decide, without building the Verdict
+        link.count_passthrough()
+        deliver(data)
+        return True
     loop = asyncio.get_running_loop()
     now = loop.time()
     verdict = link.apply(data, now)
@@ -263,19 +267,41 @@ class ServerContext:
         max_reply: int | None = None,
         on_done: Callable[[], None] | None = None,
     ) -> None:
-        """Dispatch one request, counting it in flight until it is finished."""
+        """Dispatch one request, counting it in flight until it is finished.
+
+        The same steps as ``dispatch``; a request answered on the event loop
+        (a cheap service, a rejection, a cached reply) takes a path without
+        closures, since this runs once per message.
+        """
         self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
+        endpoint = self.endpoint
+        if self.pool is not None and endpoint.blocking:
 
-        def finished() -> None:
-            self.in_flight -= 1
-            if on_done is not None:
-                on_done()
-            while self._parked and not self.overloaded:
-                connection = next(iter(self._parked))
-                self._parked.pop(connection)()
+            def finished() -> None:
+                self._finished(on_done)
 
-        dispatch(self.endpoint, self.pool, data, respond, max_reply=max_reply, on_done=finished)
+            dispatch(endpoint, self.pool, data, respond, max_reply=max_reply, on_done=finished)
+            return
+        now = asyncio.get_running_loop().time()
+        admitted = endpoint.admit(data, now)
+        reply = endpoint.finish(admitted, now) if isinstance(admitted, Request) else admitted
+        try:
+            if max_reply is not None:
+                reply = endpoint.limit_reply(reply, max_reply)
+            if reply is not None:
+                respond(reply)
+        finally:
+            self._finished(on_done)
+
+    def _finished(self, on_done: Callable[[], None] | None) -> None:
+        self.in_flight -= 1
+        if on_done is not None:
+            on_done()
+        while self._parked and not self.overloaded:
+            connection = next(iter(self._parked))
+            self._parked.pop(connection)()
 
     def log_bad_input(self, what: str) -> None:
         if self._on_bad_input is not None:

@@ -295,6 +295,10 @@ class FaultLink:
         self._bad = False  # Gilbert-Elliott state: False = good
         self._fifo_floor = -math.inf  # stream mode: last delivery time on this connection
         self._passthrough = spec.is_link_zero
+        #: Every message is delivered at once, untouched (all probabilities and
+        #: delays zero, and ``apply`` not overridden): drivers may then skip
+        #: building a ``Verdict`` and call ``count_passthrough`` instead.
+        self.passthrough = self._passthrough and type(self).apply is FaultLink.apply
 
     def apply(self, data: bytes, now: float) -> Verdict:
         """Decide the fate of one message sent at ``now``."""
@@ -365,6 +369,10 @@ class FaultLink:
         else:
             deliveries = (first,)
         return self._record(Verdict(deliveries, False, tuple(events)))
+
+    def count_passthrough(self) -> None:
+        """Count one message of a ``passthrough`` link, as ``apply`` would."""
+        self.counters["messages"] += 1
 
     def _record(self, verdict: Verdict) -> Verdict:
         self.counters.update(verdict.events)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections import deque
 from typing import Final, Generic, TypeVar
 
 from transports.wire import MAX_MESSAGE_SIZE
@@ -45,9 +46,6 @@ _LENGTH: Final = struct.Struct(">I")
 # Digits, optionally padded with spaces or NULs on either side (the lab pads
 # with spaces on the right; NULs tolerate clients that zero-fill).
 _SEED_HEADER_RE: Final = re.compile(rb"[ \x00]*([0-9]+)[ \x00]*")
-# Consumed bytes are dropped from the buffer front only once they are both
-# plentiful and at least half the buffer, so compaction is amortised O(1).
-_COMPACT_AT: Final = 64 * 1024
 
 T = TypeVar("T")
 
@@ -57,14 +55,20 @@ class FramingError(Exception):
 
 
 class _StreamDecoder(Generic[T]):
-    """Shared buffer management: subclasses parse headers and bodies."""
+    """Shared buffer management: subclasses parse headers and bodies.
+
+    Complete frames are cut straight out of the bytes ``feed`` receives (one
+    copy per body) and queued; only a frame split across reads is assembled in
+    a buffer, which therefore never holds more than one frame.
+    """
 
     _header_size: int
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._pos = 0  # start of the first unconsumed frame
-        self._scan = 0  # start of the first frame whose header is not yet checked
+        self._ready: deque[bytes] = deque()  # bodies of complete frames, in order
+        self._ready_bytes = 0  # their size on the wire, headers included
+        self._partial = bytearray()  # the frame being assembled, header first
+        self._need = 0  # body length of the partial frame, once its header is checked
         self._error: FramingError | None = None
 
     def _body_length(self, header: bytes) -> int:
@@ -76,10 +80,11 @@ class _StreamDecoder(Generic[T]):
         raise NotImplementedError
 
     def _broken(self, error: FramingError) -> FramingError:
-        # Release the buffer at once: a hostile peer must not pin memory.
+        # Release the buffers at once: a hostile peer must not pin memory.
         self._error = error
-        self._buf = bytearray()
-        self._pos = self._scan = 0
+        self._ready.clear()
+        self._ready_bytes = 0
+        self._partial = bytearray()
         return error
 
     def _check_usable(self) -> None:
@@ -89,57 +94,76 @@ class _StreamDecoder(Generic[T]):
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as messages."""
-        return len(self._buf) - self._pos
+        return self._ready_bytes + len(self._partial)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes read from the stream; raise ``FramingError`` on a bad header.
 
-        Input is taken one frame part at a time and every header is checked the
-        moment it is complete, so not one byte after a bad header is copied.
+        Every header is checked the moment it is complete, before any byte
+        after it is copied, so not one byte after a bad header is kept.
         """
-        self._check_usable()
-        size = self._header_size
-        buf = self._buf
+        if self._error is not None:
+            self._check_usable()
+        if isinstance(data, bytes):
+            self._take(data)
+            return
         with memoryview(data) as raw, raw.cast("B") as view:
-            taken, total = 0, len(view)
-            while taken < total:
-                # _scan is the start of the frame being assembled; all before it
-                # is complete frames waiting for next_message().
-                have = len(buf) - self._scan
-                if have < size:
-                    chunk = view[taken : taken + size - have]
-                    buf += chunk
-                    taken += len(chunk)
-                    if len(buf) - self._scan < size:
-                        break  # header still incomplete, input exhausted
-                try:
-                    length = self._body_length(bytes(buf[self._scan : self._scan + size]))
-                except FramingError as exc:
-                    raise self._broken(exc) from None
-                end = self._scan + size + length
-                chunk = view[taken : taken + end - len(buf)]
-                buf += chunk
-                taken += len(chunk)
-                if len(buf) < end:
-                    break  # body incomplete, input exhausted
-                self._scan = end
+            self._take(view)
+
+    def _take(self, data: bytes | memoryview) -> None:
+        size = self._header_size
+        total = len(data)
+        pos = 0
+        try:
+            if self._partial:
+                pos = self._complete_partial(data)
+                if self._partial:
+                    return  # input exhausted inside the frame
+            ready = self._ready
+            while total - pos >= size:
+                length = self._body_length(bytes(data[pos : pos + size]))
+                end = pos + size + length
+                if end > total:
+                    break  # body incomplete: keep the checked header and what came
+                ready.append(bytes(data[pos + size : end]))
+                self._ready_bytes += end - pos
+                pos = end
+            else:
+                if pos < total:
+                    self._partial += data[pos:]  # part of a header
+                return
+            self._partial += data[pos:]
+            self._need = length
+        except FramingError as exc:
+            raise self._broken(exc) from None
+
+    def _complete_partial(self, data: bytes | memoryview) -> int:
+        """Continue the frame in ``_partial`` with ``data``; returns the bytes taken."""
+        size, partial, pos = self._header_size, self._partial, 0
+        if len(partial) < size:
+            pos = min(size - len(partial), len(data))
+            partial += data[:pos]
+            if len(partial) < size:
+                return pos
+            self._need = self._body_length(bytes(partial))
+        missing = size + self._need - len(partial)
+        chunk = data[pos : pos + missing]
+        partial += chunk
+        pos += len(chunk)
+        if len(chunk) == missing:
+            self._ready.append(bytes(partial[size:]))
+            self._ready_bytes += len(partial)
+            self._partial = bytearray()
+        return pos
 
     def next_message(self) -> T | None:
         """The next complete message, or ``None`` if more data is needed."""
-        self._check_usable()
-        if self._scan == self._pos:
-            return None  # feed() stops _scan at the first incomplete frame
-        start = self._pos + self._header_size
-        length = self._body_length(bytes(self._buf[self._pos : start]))
-        body = bytes(self._buf[start : start + length])
-        self._pos = start + length
-        if self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = self._scan = 0
-        elif self._pos >= _COMPACT_AT and self._pos * 2 >= len(self._buf):
-            del self._buf[: self._pos]
-            self._scan -= self._pos
-            self._pos = 0
+        if self._error is not None:
+            self._check_usable()
+        if not self._ready:
+            return None
+        body = self._ready.popleft()
+        self._ready_bytes -= self._header_size + len(body)
         try:
             return self._convert(body)
         except FramingError as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import cast
 
 from transports.driver import ConnectionLost, Inbox, Links, ServerContext, through_link
 from transports.framing import FramingError, LengthPrefixDecoder, SeedDecoder, frame
@@ -41,15 +42,17 @@ class _ServerConnection(asyncio.Protocol):
         self._writing_paused = False
         self._pumping = False
         self._timer: asyncio.TimerHandle | None = None
+        self._time = asyncio.get_running_loop().time
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: uvloop's transports do not subclass
+        # asyncio.Transport (they implement the same methods).
+        self.transport = transport = cast(asyncio.Transport, transport)
         if not self.ctx.admit(self):
             transport.abort()
             return
         self.links = self.ctx.links_for_peer(stream=True)
-        self._last_activity = asyncio.get_running_loop().time()
+        self._last_activity = self._time()
         self._arm_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -59,7 +62,7 @@ class _ServerConnection(asyncio.Protocol):
             self._timer = None
 
     def data_received(self, data: bytes) -> None:
-        self._last_activity = asyncio.get_running_loop().time()
+        self._last_activity = self._time()
         try:
             self.decoder.feed(data)
         except FramingError as err:
@@ -78,12 +81,13 @@ class _ServerConnection(asyncio.Protocol):
 
     def _must_wait(self) -> bool:
         """Whether to leave complete frames in the decoder for now (backpressure)."""
-        if self.transport is None or self.transport.is_closing():
+        transport, ctx = self.transport, self.ctx
+        if transport is None or transport.is_closing():
             return True
-        if self.ctx.overloaded:
-            self.ctx.park(self, self._pump)
+        if ctx.in_flight >= ctx.limits.max_in_flight:  # ctx.overloaded, inlined: per message
+            ctx.park(self, self._pump)
             return True
-        cap = self.ctx.limits.max_in_flight_per_connection
+        cap = ctx.limits.max_in_flight_per_connection
         return self._writing_paused or (self.seed_handler is None and self.in_flight >= cap)
 
     def _pump(self) -> None:
@@ -97,16 +101,22 @@ class _ServerConnection(asyncio.Protocol):
             return  # re-entered (a reply written inline): the loop below re-checks
         self._pumping = True
         progressed = False
+        decoder, link = self.decoder, self.links.request
         try:
             while not (waiting := self._must_wait()):
-                message = self.decoder.next_message()
+                message = decoder.next_message()
                 if message is None:
                     break
                 progressed = True
                 if isinstance(message, str):
                     self._on_seed_text(message)
+                elif link is None:
+                    self._execute(message)
+                elif link.passthrough:  # through_link's shortcut, inline: per message
+                    link.count_passthrough()
+                    self._execute(message)
                 else:
-                    through_link(self.links.request, message, self._execute, self._reset)
+                    through_link(link, message, self._execute, self._reset)
         except FramingError as err:
             self._framing_error(err)
             return
@@ -120,16 +130,17 @@ class _ServerConnection(asyncio.Protocol):
             (transport.pause_reading if waiting else transport.resume_reading)()
         # The frame timeout runs from the first byte of an unfinished frame, so
         # dribbling one byte at a time (slowloris) does not keep it alive.
-        if not self.decoder.buffered:
+        if not decoder.buffered:
             self._partial_since = None
         elif progressed or self._partial_since is None:
-            self._partial_since = asyncio.get_running_loop().time()
+            self._partial_since = self._time()
         if self._timer is not None and self._timer.when() > self._deadline():
             self._timer.cancel()
             self._arm_timer()
 
     def _execute(self, message: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
             self.in_flight += 1
             self.ctx.execute(message, self._respond, on_done=self._request_done)
 
@@ -139,11 +150,19 @@ class _ServerConnection(asyncio.Protocol):
             self._pump()
 
     def _respond(self, reply: bytes) -> None:
-        through_link(self.links.reply, reply, self._write, self._reset)
+        link = self.links.reply
+        if link is None:
+            self._write(reply)
+        elif link.passthrough:
+            link.count_passthrough()
+            self._write(reply)
+        else:
+            through_link(link, reply, self._write, self._reset)
 
     def _write(self, reply: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame(reply))
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(frame(reply))
 
     def _on_seed_text(self, text: str) -> None:
         assert self.seed_handler is not None and self.transport is not None
@@ -211,8 +230,7 @@ class _ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop: see above
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -33,24 +33,43 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        ctx = self.ctx
         if len(data) > MAX_MESSAGE_SIZE:
-            self.ctx.endpoint.count("rejected_oversize_datagram")
+            ctx.endpoint.count("rejected_oversize_datagram")
             return
-        if self.ctx.overloaded:
-            self.ctx.endpoint.count("dropped_overload")
+        if ctx.in_flight >= ctx.limits.max_in_flight:  # ctx.overloaded, inlined: per datagram
+            ctx.endpoint.count("dropped_overload")
             return
-        budget = int(self.ctx.limits.amplification_factor * len(data))
+        budget = int(ctx.limits.amplification_factor * len(data))
         links = self._links(addr)
 
         def send(reply: bytes) -> None:
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.sendto(reply, addr)
 
+        request_link, reply_link = links.request, links.reply
+        if (request_link is None or request_link.passthrough) and (
+            reply_link is None or reply_link.passthrough
+        ):
+            # Links that pass everything (or none): what through_link would do, inline.
+            if request_link is not None:
+                request_link.count_passthrough()
+            if reply_link is None:
+                ctx.execute(data, send, max_reply=budget)
+                return
+
+            def counted(reply: bytes) -> None:
+                reply_link.count_passthrough()
+                send(reply)
+
+            ctx.execute(data, counted, max_reply=budget)
+            return
+
         def respond(reply: bytes) -> None:
             through_link(links.reply, reply, send, _no_reset)
 
         def execute(message: bytes) -> None:
-            self.ctx.execute(message, respond, max_reply=budget)
+            ctx.execute(message, respond, max_reply=budget)
 
         through_link(links.request, data, execute, _no_reset)
 

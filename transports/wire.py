@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import enum
 import json
+import json.encoder
 import math
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
@@ -185,9 +187,18 @@ def _fail(code: str, message: str) -> NoReturn:
 # Field validation, shared by both directions so they can never disagree.
 
 
+# The id a server decodes is the very string object its reply carries back:
+# the last one that passed (strings are immutable) is recognised by identity.
+_last_id: list[str] = [""]
+
+
 def _check_id(value: object) -> str:
+    if value is _last_id[0] and value:
+        return value
     if not isinstance(value, str) or _ID_RE.fullmatch(value) is None:
         _fail(MALFORMED, f"id must be 1..{ID_MAX} printable ASCII characters without spaces")
+    if type(value) is str:
+        _last_id[0] = value
     return value
 
 
@@ -198,19 +209,38 @@ def _check_attempt(value: object) -> int:
     return value
 
 
+# Operation names and error codes repeat on every message: the ones that passed
+# their regex are remembered (exact ``str`` only, bounded), so the common case
+# is one set lookup. A value is only ever added after it passed the full check.
+_KNOWN_OPS: Final[set[str]] = set()
+_KNOWN_CODES: Final[set[str]] = set()
+_KNOWN_MAX: Final = 1024
+
+
+def _remember(known: set[str], value: str) -> None:
+    if type(value) is str and len(known) < _KNOWN_MAX:
+        known.add(value)
+
+
 def _check_op(value: object) -> str:
+    if type(value) is str and value in _KNOWN_OPS:
+        return value
     if not isinstance(value, str) or len(value) > OP_MAX or _OP_RE.fullmatch(value) is None:
         _fail(MALFORMED, f"op must be 1..{OP_MAX} characters like 'bank.deposit'")
+    _remember(_KNOWN_OPS, value)
     return value
 
 
 def _check_error_code(value: object) -> str:
+    if type(value) is str and value in _KNOWN_CODES:
+        return value
     if (
         not isinstance(value, str)
         or len(value) > ERROR_CODE_MAX
         or _CODE_RE.fullmatch(value) is None
     ):
         _fail(MALFORMED, f"error code must match [A-Z][A-Z0-9_]* and be <= {ERROR_CODE_MAX}")
+    _remember(_KNOWN_CODES, value)
     return value
 
 
@@ -233,7 +263,38 @@ def _check_error_message(value: object) -> str:
 
 def _check_json(value: object, depth: int) -> None:
     """Accept exactly the values that survive a JSON round trip unchanged."""
-    if value is None or isinstance(value, bool | int):
+    # Exact types first (one identity test each): what the codec and the
+    # services produce. Subclasses and everything else take the general path.
+    kind = type(value)
+    if kind is str:
+        if not value.isascii():  # type: ignore[attr-defined]
+            _check_text(value, "string")  # type: ignore[arg-type]
+        return
+    if kind is int or kind is bool or value is None:
+        return
+    if kind is dict or kind is list:
+        if depth > MAX_DEPTH:
+            _fail(MALFORMED, f"nesting deeper than {MAX_DEPTH}")
+        if kind is dict:
+            for key, item in value.items():  # type: ignore[attr-defined]
+                if type(key) is not str:
+                    # json.dumps would silently turn 1 into "1": no round trip.
+                    if not isinstance(key, str):
+                        _fail(MALFORMED, "object keys must be strings")
+                    _check_text(key, "key")
+                elif not key.isascii():
+                    _check_text(key, "key")
+                item_kind = type(item)
+                if item_kind is str:  # the common leaves, without a call
+                    if not item.isascii():
+                        _check_text(item, "string")
+                elif item_kind is not int and item_kind is not bool and item is not None:
+                    _check_json(item, depth + 1)
+        else:
+            for item in value:  # type: ignore[attr-defined]
+                _check_json(item, depth + 1)
+        return
+    if isinstance(value, bool | int):
         return
     if isinstance(value, str):
         _check_text(value, "string")
@@ -245,7 +306,6 @@ def _check_json(value: object, depth: int) -> None:
             _fail(MALFORMED, f"nesting deeper than {MAX_DEPTH}")
         if isinstance(value, dict):
             for key, item in value.items():
-                # json.dumps would silently turn 1 into "1": no round trip.
                 if not isinstance(key, str):
                     _fail(MALFORMED, "object keys must be strings")
                 _check_text(key, "key")
@@ -269,16 +329,56 @@ def _check_object(value: object, what: str) -> dict[str, Any]:
 # Encoding
 
 
+def _json_encoder() -> Callable[[dict[str, Any]], str]:
+    """The body encoder: sorted keys, compact separators, UTF-8 text, no NaN.
+
+    ``json.dumps`` with these options builds a new encoder on every call; the
+    C encoder behind it is built once here instead (a third of the cost of a
+    small message). It is checked against ``json.dumps`` at import, and the
+    portable path is used if this interpreter lacks it or disagrees.
+    """
+    options: dict[str, Any] = {
+        "ensure_ascii": False,
+        "allow_nan": False,
+        "sort_keys": True,
+        "separators": (",", ":"),
+    }
+    portable = json.JSONEncoder(**options).encode
+
+    def refuse(value: object) -> NoReturn:
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    make = getattr(json.encoder, "c_make_encoder", None)
+    basestring = getattr(json.encoder, "c_encode_basestring", None)
+    if make is None or basestring is None:
+        return portable
+    try:
+        # markers=None: no cycle check; _check_json bounds the depth first.
+        scan = make(None, refuse, basestring, None, ":", ",", True, False, False)
+    except TypeError:
+        return portable
+
+    def fast(body: dict[str, Any]) -> str:
+        return "".join(scan(body, 0))
+
+    sample = {"b": [1, 2.5, None, True], "a": {"z": 'Grüße \n"', "y": -3}}
+    return fast if fast(sample) == json.dumps(sample, **options) else portable
+
+
+_ENCODE_JSON: Final = _json_encoder()
+
+
 def _dump(body: dict[str, Any]) -> bytes:
     try:
         # sort_keys + compact separators: the same input always gives the same bytes.
-        text = json.dumps(
-            body, ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
-        )
-        return text.encode("utf-8")
+        return _ENCODE_JSON(body).encode("utf-8")
     except (ValueError, TypeError, RecursionError, UnicodeEncodeError) as exc:
         # Belt and braces: validation should already have caught these.
         raise WireError(MALFORMED, f"cannot encode body: {exc}") from exc
+
+
+_HEAD_CRC: Final = {kind: zlib.crc32(_PREFIX + kind) for kind in (KIND_REQUEST, KIND_REPLY)}
+_WHITESPACE: Final = re.compile(r"[ \t\n\r]*")
 
 
 def _envelope(kind: bytes, body: bytes, request_id: str, attempt: int) -> bytes:
@@ -289,9 +389,10 @@ def _envelope(kind: bytes, body: bytes, request_id: str, attempt: int) -> bytes:
             request_id=request_id,
             attempt=attempt,
         )
-    head = _PREFIX + kind
-    crc = zlib.crc32(body, zlib.crc32(head))
-    return head + _CRC.pack(crc) + body
+    return _PREFIX + kind + _CRC.pack(zlib.crc32(body, _HEAD_CRC[kind])) + body
+
+
+_HEAD: Final = {kind: _PREFIX + kind for kind in (KIND_REQUEST, KIND_REPLY)}
 
 
 def encode_request(req: Request) -> bytes:
@@ -341,9 +442,62 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+class _NonFiniteNumber(ValueError):
+    """A number literal too large for a float (``1e999``): JSON has no Infinity."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFiniteNumber(text)
+    return value
+
+
+# Strict: refuses duplicate keys, NaN/Infinity and numbers that overflow a float,
+# so a decoded value holds only finite floats. ``_LENIENT`` accepts the last
+# kind, and runs only to recover the id of a message refused for one.
 _DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_unique_object, parse_constant=_reject_constant, parse_float=_finite_float
+)
+# The C scanner behind _DECODER.decode (not in the type stubs).
+_SCAN: Final[Callable[[str, int], tuple[Any, int]]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_LENIENT: Final = json.JSONDecoder(
     object_pairs_hook=_unique_object, parse_constant=_reject_constant
 )
+# A decoded string can hold a lone surrogate only if the body spells one as a
+# \u escape (raw UTF-8 cannot encode one). This finds every such escape, and
+# maybe more (an escaped backslash before "ud8.."), which only costs time.
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _json_value(text: str) -> Any:
+    """``_DECODER.decode(text)`` without its two Python-level wrappers.
+
+    The same steps: skip whitespace, scan one value, skip whitespace, and
+    refuse anything after it.
+    """
+    start = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
+    try:
+        obj, end = _SCAN(text, start)
+    except StopIteration as err:
+        raise json.JSONDecodeError("Expecting value", text, err.value) from None
+    end = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return obj
+
+
+def _plain_body(body: bytes) -> bool:
+    """True when no value decoded from ``body`` can fail ``_check_json``.
+
+    After a strict decode the only faults left are nesting deeper than
+    ``MAX_DEPTH`` and lone surrogates. At most ``MAX_DEPTH`` brackets (counted
+    anywhere, inside strings too) rule out the first, no surrogate escape the
+    second; a body that fails either test is walked in full.
+    """
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH:
+        return False
+    return b"\\u" not in body or _SURROGATE_ESCAPE.search(body) is None
 
 
 def _known(obj: dict[str, Any]) -> tuple[str | None, int]:
@@ -355,7 +509,7 @@ def _known(obj: dict[str, Any]) -> tuple[str | None, int]:
     return known_id, attempt
 
 
-def _build(kind: bytes, obj: dict[str, Any]) -> Request | Reply:
+def _build(kind: bytes, obj: dict[str, Any], plain: bool) -> Request | Reply:
     if kind == KIND_REQUEST:
         keys = _REQUEST_KEYS
     elif obj.get("status") == "ok":
@@ -370,14 +524,16 @@ def _build(kind: bytes, obj: dict[str, Any]) -> Request | Reply:
     req_id = _check_id(obj["id"])
     attempt = _check_attempt(obj["attempt"])
     if kind == KIND_REQUEST:
-        return Request(
-            id=req_id,
-            op=_check_op(obj["op"]),
-            args=_check_object(obj["args"], "args"),
-            attempt=attempt,
-        )
+        op = _check_op(obj["op"])
+        args = obj["args"]
+        if not plain or type(args) is not dict:
+            args = _check_object(args, "args")
+        return Request(id=req_id, op=op, args=args, attempt=attempt)
     if keys is _OK_KEYS:
-        return Reply.ok(req_id, attempt, _check_object(obj["result"], "result"))
+        result = obj["result"]
+        if not plain or type(result) is not dict:
+            result = _check_object(result, "result")
+        return Reply.ok(req_id, attempt, result)
     error = obj["error"]
     if not isinstance(error, dict) or error.keys() != _ERROR_OBJECT_KEYS:
         _fail(MALFORMED, "error must be an object with exactly code and message")
@@ -394,14 +550,20 @@ def _parse_body(kind: bytes, body: bytes) -> Request | Reply:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise WireError(MALFORMED, f"body is not UTF-8: {exc.reason}") from exc
+    plain = True
     try:
-        obj = _DECODER.decode(text)
+        try:
+            obj = _json_value(text)
+        except _NonFiniteNumber:
+            # Parse again to learn the id, so the refusal can be answered; the
+            # full walk in _build then reports the number.
+            obj, plain = _LENIENT.decode(text), False
     except (ValueError, RecursionError) as exc:
         raise WireError(MALFORMED, f"body is not valid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         _fail(MALFORMED, "body must be a JSON object")
     try:
-        return _build(kind, obj)
+        return _build(kind, obj, plain and _plain_body(body))
     except WireError as exc:
         # The CRC matched, so a valid id can be trusted: with it a server can
         # answer MALFORMED (e.g. an unknown field) instead of leaving the
@@ -430,7 +592,8 @@ def decode_message(data: bytes | bytearray | memoryview) -> Request | Reply:
         _fail(UNSUPPORTED_VERSION, f"version {data[2]} (this side speaks {PROTOCOL_VERSION})")
     (expected,) = _CRC.unpack_from(data, 4)
     body = data[HEADER_SIZE:]
-    if zlib.crc32(body, zlib.crc32(data[:4])) != expected:
+    head = data[:4]
+    if zlib.crc32(body, _HEAD_CRC.get(head[3:]) or zlib.crc32(head)) != expected:
         _fail(BAD_CHECKSUM, "CRC-32 mismatch")
     # Kind is checked after the CRC so that a flipped kind byte is reported
     # as corruption (BAD_CHECKSUM), not as a sender bug.

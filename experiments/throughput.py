@@ -1,0 +1,655 @@
+"""``python -m experiments.throughput``: throughput, latency and scaling against ceilings.
+
+Sequential request/response round trips per second and latency percentiles for
+each transport (tcp, udp) and service (text, numbers, bank), with 1, 4, 64 and
+512 concurrent clients, beside, in the same run and driven by the same client:
+
+* ``echo``: a minimal asyncio echo server (the ceiling), and ``echo-uvloop``
+  when uvloop is installed (it is not a project dependency);
+* ``seed``: the lab's design, a thread per connection and a 64-byte header;
+* ``text+faults0``: our text server with a fault link on every message and
+  every probability zero, to price the fault layer.
+
+Clients: one client process (this one), N concurrent closed-loop clients on
+asyncio Protocol callbacks, each with its own connection (TCP) or socket (UDP)
+and one request outstanding (``experiments.roundtrip.drive``). Every server
+runs in its own process. Rounds alternate between servers, so drift on a
+shared machine hits all alike; a rate is the median over rounds, a ratio the
+median of per-round ratios, latencies pool all rounds.
+
+Also: the simulator's logical operations per second (bank deposits and
+withdrawals through the real codec, ``Call`` and ``ServerEndpoint``), and the
+numbers service's prime check time for 64-bit and 100-digit numbers. Writes
+results/throughput.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from experiments.audit import percentile
+from experiments.cli import choice, csv_list, environment
+from experiments.roundtrip import (
+    Peer,
+    Sample,
+    Workload,
+    drive,
+    seed_workload,
+    service_workload,
+    start_peer,
+    stop_peer,
+    uvloop_available,
+)
+from transports.call import RetrySettings
+from transports.client import RpcClient, open_channel
+from transports.retry import RetryPolicy
+
+TRANSPORTS = ("tcp", "udp")
+SERVICES = ("text", "numbers", "bank")
+CEILING = "echo"
+TARGETS = {"one_client_vs_echo": 0.8, "collapse_512_vs_best": 0.7, "fault_layer_cost": 0.05}
+SIM_TARGET = 50_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--transports", type=csv_list(choice(TRANSPORTS)), default="tcp,udp")
+    p.add_argument("--services", type=csv_list(choice(SERVICES)), default="text,numbers,bank")
+    p.add_argument("--clients", type=csv_list(int), default="1,4,64,512")
+    p.add_argument("--seconds", type=float, default=0.4, help="measured window per round")
+    p.add_argument("--warmup", type=float, default=0.1, help="unmeasured start of each window")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--sim-ops", type=int, default=4000, help="logical operations per sim run")
+    p.add_argument("--no-uvloop", action="store_true", help="skip the uvloop echo ceiling")
+    p.add_argument("--seed", type=int, default=1, help="orders the servers within each round")
+    p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--name", default="throughput")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 and 64 clients")
+    p.add_argument("--no-plot", action="store_true")
+    return p
+
+
+# --------------------------------------------------------------------------
+# Servers and their workloads
+
+
+def start_servers(transports: Sequence[str], services: Sequence[str], uvloop: bool) -> list[Peer]:
+    peers = []
+    for t in transports:
+        peers.append(start_peer(CEILING, "echo", t))
+        if uvloop:
+            peers.append(start_peer("echo-uvloop", "echo", t, loop="uvloop"))
+        if t == "tcp":
+            peers.append(start_peer("seed", "seed", t))
+        peers += [start_peer(s, "ours", t, s) for s in services]
+        if "text" in services:
+            peers.append(start_peer("text+faults0", "ours", t, "text", fault_layer=True))
+    return peers
+
+
+async def _login(transport: str, port: int) -> str:
+    settings = RetrySettings(RetryPolicy.from_name("fixed", timeout=5.0), max_attempts=3)
+    client = RpcClient(open_channel(transport, "127.0.0.1", port), settings)
+    try:
+        result = await client.call("bank.login", {"account": 1, "pin": "1234"})
+    finally:
+        await client.close()
+    token = result.result.get("token")
+    if not isinstance(token, str):
+        raise RuntimeError(f"bank login failed: {result.outcome} {result.error_code}")
+    return token
+
+
+def workload_for(peer: Peer) -> Workload:
+    if peer.kind == "seed":
+        return seed_workload()
+    if peer.kind == "echo":
+        return service_workload("text", peer.transport, echo=True)
+    token = asyncio.run(_login(peer.transport, peer.port)) if peer.service == "bank" else ""
+    return service_workload(peer.service, peer.transport, token=token)
+
+
+# --------------------------------------------------------------------------
+# Measuring
+
+
+def measure(
+    peers: Sequence[Peer], clients: Sequence[int], args: argparse.Namespace
+) -> dict[tuple[str, str, int], list[Sample]]:
+    """Samples per (transport, label, clients): ``rounds`` of each, alternating."""
+    loads = {id(p): workload_for(p) for p in peers}
+    samples: dict[tuple[str, str, int], list[Sample]] = {}
+    order = list(peers)
+    rng = random.Random(args.seed)
+    for n in clients:
+        for _ in range(args.rounds):
+            rng.shuffle(order)
+            for p in order:
+                sample = asyncio.run(
+                    drive(
+                        p.transport,
+                        p.port,
+                        loads[id(p)],
+                        n,
+                        seconds=args.seconds,
+                        warmup=args.warmup,
+                    )
+                )
+                samples.setdefault((p.transport, p.label, n), []).append(sample)
+    return samples
+
+
+def _paired(a: list[Sample], b: list[Sample]) -> float:
+    ratios = [x.rate / y.rate for x, y in zip(a, b, strict=True) if y.rate > 0]
+    return statistics.median(ratios) if ratios else 0.0
+
+
+def summarise(samples: dict[tuple[str, str, int], list[Sample]]) -> list[dict[str, Any]]:
+    rows = []
+    for (transport, label, n), group in samples.items():
+        us = sorted(x * 1e6 for s in group for x in s.latencies)
+        echo = samples.get((transport, CEILING, n))
+        seed = samples.get(("tcp", "seed", n))
+        rows.append(
+            {
+                "transport": transport,
+                "server": label,
+                "clients": n,
+                "rate": round(statistics.median(s.rate for s in group), 1),
+                "p50_us": round(percentile(us, 50), 1),
+                "p99_us": round(percentile(us, 99), 1),
+                "max_us": round(us[-1], 1) if us else 0.0,
+                "vs_echo": round(_paired(group, echo), 3) if echo else None,
+                "vs_seed": round(_paired(group, seed), 3) if seed else None,
+                "lost": sum(s.lost for s in group),
+                "bad": sum(s.bad for s in group),
+                "rounds": [round(s.rate, 1) for s in group],
+            }
+        )
+    order = [CEILING, "echo-uvloop", "seed", "text", "text+faults0", "numbers", "bank"]
+    rows.sort(
+        key=lambda r: (
+            r["transport"],
+            order.index(r["server"]) if r["server"] in order else len(order),
+            r["clients"],
+        )
+    )
+    return rows
+
+
+# --------------------------------------------------------------------------
+# Simulator and prime checks (in process)
+
+
+def sim_rates(ops: int, rounds: int) -> list[dict[str, Any]]:
+    """Logical operations per second of the simulator (best of ``rounds``).
+
+    Bank deposits and withdrawals set up as the retries experiment does (8
+    clients, no faults), timed around the simulation alone; with the
+    in-memory ledger the experiment uses and, for comparison, a file ledger.
+    """
+    import tempfile
+
+    from experiments.runner import SCRYPT_N, SESSION_TTL, Cell, _run_sim
+    from experiments.workload import open_accounts, plan_operations
+    from services.bank import BankService
+    from services.ledger import Ledger
+    from transports.endpoint import ServerEndpoint
+    from transports.faults import FaultSpec
+    from transports.semantics import Semantics
+
+    rows = []
+    policy = RetryPolicy.from_name("fixed", timeout=0.1)
+    variants = [
+        (Semantics.AT_LEAST_ONCE, True),
+        (Semantics.EXACTLY_ONCE, True),
+        (Semantics.EXACTLY_ONCE, False),
+    ]
+    for semantics, in_memory in variants:
+        cell = Cell("sim", semantics, FaultSpec(), policy, 5, ops, 8, 1)
+        best = 0.0
+        for _ in range(max(1, rounds)):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = None if in_memory else str(Path(tmp) / "ledger.sqlite3")
+                ledger = Ledger(
+                    path, scrypt_n=SCRYPT_N, session_ttl=SESSION_TTL, in_memory=in_memory
+                )
+                try:
+                    endpoint = ServerEndpoint(BankService(ledger), semantics)
+                    plans = plan_operations(cell.seed, cell.clients, ops)
+                    tokens = open_accounts(ledger, cell.clients, now=0.0)
+                    begun = time.perf_counter()
+                    _run_sim(cell, endpoint, plans, tokens)
+                    best = max(best, ops / (time.perf_counter() - begun))
+                finally:
+                    ledger.close()
+        where = "in-memory ledger" if in_memory else "file ledger (WAL)"
+        rows.append(
+            {
+                "workload": f"bank, {semantics.value}, {where}",
+                "ops": ops,
+                "ops_per_s": round(best),
+                "target": SIM_TARGET,
+            }
+        )
+    rows.append(_sim_text(ops, rounds))
+    return rows
+
+
+def _sim_text(ops: int, rounds: int) -> dict[str, Any]:
+    from services.text import TextService
+    from transports.endpoint import ServerEndpoint
+    from transports.sim import SimRequest, simulate
+
+    plans = [
+        [SimRequest(f"c{i}-{n}", "text.convert", {"text": "hello world"}) for n in range(ops // 8)]
+        for i in range(8)
+    ]
+    settings = RetrySettings(RetryPolicy.from_name("fixed", timeout=0.1))
+    best = 0.0
+    for _ in range(max(1, rounds)):
+        started = time.perf_counter()
+        simulate(ServerEndpoint(TextService()), plans, lambda _i: settings)
+        best = max(best, 8 * (ops // 8) / (time.perf_counter() - started))
+    return {
+        "workload": "text.convert (no ledger)",
+        "ops": 8 * (ops // 8),
+        "ops_per_s": round(best),
+        "target": None,
+    }
+
+
+class _NullTransport(asyncio.Transport):
+    """Swallows writes: the server path without a socket."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def fault_layer_cpu(repeat: int = 15, batch: int = 2000) -> list[dict[str, Any]]:
+    """CPU per text.convert request on the server path, without and with the fault layer.
+
+    In process, without sockets: the per-message work of the TCP and UDP server
+    protocols, endpoint included. The CPU-time counterpart of the round-trip
+    ratio, free of the scheduling noise of a shared machine; best of ``repeat``.
+    """
+    from experiments.roundtrip import ZeroFaultContext
+    from services.text import TextService
+    from transports.driver import ServerContext
+    from transports.endpoint import ServerEndpoint
+    from transports.framing import frame
+    from transports.tcp import _ServerConnection
+    from transports.udp import _ServerProtocol
+    from transports.wire import Request, encode_request
+
+    message = encode_request(Request("q1", "text.convert", {"text": "hello world"}))
+
+    def best(fns: dict[str, Callable[[], object]]) -> dict[str, float]:
+        times: dict[str, list[float]] = {label: [] for label in fns}
+        for _ in range(repeat):  # alternating, so drift hits both alike
+            for label, fn in fns.items():
+                begun = time.process_time()
+                for _ in range(batch):
+                    fn()
+                times[label].append((time.process_time() - begun) / batch * 1e6)
+        return {label: min(values) for label, values in times.items()}
+
+    async def run() -> list[dict[str, Any]]:
+        out = []
+        for transport in TRANSPORTS:
+            fns: dict[str, Callable[[], object]] = {}
+            for label, kind in (("without", ServerContext), ("with", ZeroFaultContext)):
+                ctx = kind(ServerEndpoint(TextService()))
+                if transport == "tcp":
+                    tcp = _ServerConnection(ctx, None)
+                    tcp.connection_made(_NullTransport())
+                    fns[label] = partial(tcp.data_received, frame(message))
+                else:
+                    udp = _ServerProtocol(ctx)
+                    udp.connection_made(_NullTransport())
+                    fns[label] = partial(udp.datagram_received, message, ("h", 1))
+            cost = best(fns)
+            out.append(
+                {
+                    "transport": transport,
+                    "without_us": round(cost["without"], 2),
+                    "with_us": round(cost["with"], 2),
+                    "ratio": round(cost["without"] / cost["with"], 3),
+                }
+            )
+        return out
+
+    return asyncio.run(run())
+
+
+PRIME_CASES: dict[str, int] = {
+    "64-bit prime (2^64-59)": 2**64 - 59,
+    "64-bit composite (two 32-bit primes)": 4294967291 * 4294967279,
+    "100-digit prime": 0,  # found at run time: the first prime above 10^99
+    "100-digit composite": 10**99 + 1,
+}
+
+
+def prime_times(repeat: int = 200) -> list[dict[str, Any]]:
+    from services.base import CallContext
+    from services.numbers import NumbersService
+    from services.primes import is_probable_prime
+
+    cases = dict(PRIME_CASES)
+    n = 10**99 + 1
+    while not is_probable_prime(n):
+        n += 2
+    cases["100-digit prime"] = n
+    service, ctx = NumbersService(), CallContext("bench", 0.0)
+    rows = []
+    for label, value in cases.items():
+        args = {"n": str(value)}
+        check = _best_us(lambda v=value: is_probable_prime(v), repeat)  # type: ignore[misc]
+        call = _best_us(lambda a=args: service.handle("numbers.check", a, ctx), repeat)  # type: ignore[misc]
+        rows.append(
+            {
+                "number": label,
+                "digits": len(str(value)),
+                "prime": is_probable_prime(value),
+                "is_probable_prime_us": round(check, 1),
+                "numbers_check_us": round(call, 1),
+            }
+        )
+    return rows
+
+
+def _best_us(fn: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        best = min(best, (time.perf_counter() - started) / repeat * 1e6)
+    return best
+
+
+# --------------------------------------------------------------------------
+# Targets, tables, files
+
+
+def targets(
+    rows: list[dict[str, Any]], sim: list[dict[str, Any]], cpu: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    by = {(r["transport"], r["server"], r["clients"]): r for r in rows}
+    out = []
+
+    def add(name: str, value: float | None, goal: str, met: bool | None) -> None:
+        out.append({"target": name, "measured": value, "goal": goal, "met": met})
+
+    for t in TRANSPORTS:
+        one = by.get((t, "text", 1))
+        if one and one["vs_echo"] is not None:
+            goal = TARGETS["one_client_vs_echo"]
+            add(f"{t} text, 1 client / echo", one["vs_echo"], f">= {goal}", one["vs_echo"] >= goal)
+        seed = [r for r in rows if r["transport"] == t and r["server"] == "text" and r["vs_seed"]]
+        if seed:
+            worst = min(seed, key=lambda r: r["vs_seed"])
+            add(
+                f"{t} text / seed, worst over clients ({worst['clients']})",
+                worst["vs_seed"],
+                ">= 1.0",
+                worst["vs_seed"] >= 1.0,
+            )
+        for label in SERVICES:
+            mine = [r for r in rows if r["transport"] == t and r["server"] == label]
+            at512 = [r for r in mine if r["clients"] == 512]
+            if at512:
+                ratio = at512[0]["rate"] / max(r["rate"] for r in mine)
+                goal = TARGETS["collapse_512_vs_best"]
+                add(
+                    f"{t} {label}, 512 clients / best (p99 {at512[0]['p99_us'] / 1000:.1f} ms)",
+                    round(ratio, 3),
+                    f">= {goal}",
+                    ratio >= goal,
+                )
+        fault = [r for r in rows if r["transport"] == t and r["server"] == "text+faults0"]
+        goal = TARGETS["fault_layer_cost"]
+        if fault:
+            cost = round(1 - statistics.median(r["vs_text"] for r in fault), 3)
+            add(
+                f"{t} zero-probability fault layer cost, round trips",
+                cost,
+                f"<= {goal}",
+                cost <= goal,
+            )
+        for r in cpu:
+            if r["transport"] == t:
+                cost = round(1 - r["ratio"], 3)
+                add(
+                    f"{t} zero-probability fault layer cost, server CPU",
+                    cost,
+                    f"<= {goal}",
+                    cost <= goal,
+                )
+    for r in sim:
+        if r["target"]:
+            add(
+                f"sim {r['workload']} ops/s",
+                r["ops_per_s"],
+                f">= {r['target']}",
+                r["ops_per_s"] >= r["target"],
+            )
+    return out
+
+
+def add_fault_ratios(rows: list[dict[str, Any]], samples: dict[Any, list[Sample]]) -> None:
+    for r in rows:
+        if r["server"] == "text+faults0":
+            base = samples[(r["transport"], "text", r["clients"])]
+            r["vs_text"] = round(
+                _paired(samples[(r["transport"], r["server"], r["clients"])], base), 3
+            )
+
+
+def render(report: dict[str, Any]) -> str:
+    env, params = report["environment"], report["parameters"]
+    parts = [
+        f"Round trips: {params['rounds']} alternating rounds of {params['seconds']} s (after "
+        f"{params['warmup']} s warm-up) per server and client count; clients are closed loops "
+        f"on asyncio callbacks in one client process, one connection/socket each; every "
+        f"server in its own process. Python {env['python']}, {env['platform']}, "
+        f"{env['cpus']} CPUs. Requests: text.convert('hello world'), numbers.check('2147483647'), "
+        f"bank.deposit(amount 1, exactly-once); echo and seed peers get text.",
+    ]
+    headers = [
+        "transport",
+        "server",
+        "clients",
+        "round trips/s",
+        "p50 us",
+        "p99 us",
+        "max us",
+        "/ echo",
+        "/ seed",
+        "lost",
+        "bad",
+    ]
+    table = [
+        [
+            r[k]
+            for k in (
+                "transport",
+                "server",
+                "clients",
+                "rate",
+                "p50_us",
+                "p99_us",
+                "max_us",
+                "vs_echo",
+                "vs_seed",
+                "lost",
+                "bad",
+            )
+        ]
+        for r in report["round_trips"]
+    ]
+    parts.append(tabulate(table, headers, tablefmt="github", floatfmt=".2f"))
+    fault = [
+        [r["transport"], r["clients"], r["rate"], r["vs_text"]]
+        for r in report["round_trips"]
+        if "vs_text" in r
+    ]
+    if fault:
+        parts.append(
+            "Fault layer, every probability zero, as a ratio to the same server "
+            "without it (median of per-round ratios):"
+        )
+        parts.append(
+            tabulate(fault, ["transport", "clients", "round trips/s", "ratio"], tablefmt="github")
+        )
+    if report.get("fault_layer_cpu"):
+        parts.append(
+            "Fault layer, server CPU per text.convert request in process (no sockets; "
+            "best of 15 batches of 2000):"
+        )
+        parts.append(
+            tabulate(
+                [list(r.values()) for r in report["fault_layer_cpu"]],
+                ["transport", "without us", "with us", "ratio"],
+                tablefmt="github",
+            )
+        )
+    if report["sim"]:
+        parts.append(
+            "Simulator (virtual time, real codec, Call, ServerEndpoint; 8 clients; best of rounds):"
+        )
+        parts.append(
+            tabulate(
+                [list(r.values()) for r in report["sim"]],
+                ["workload", "ops", "ops/s", "target"],
+                tablefmt="github",
+            )
+        )
+    if report["primes"]:
+        parts.append("Numbers service, prime check (best of 5 x 200 calls):")
+        parts.append(
+            tabulate(
+                [list(r.values()) for r in report["primes"]],
+                ["number", "digits", "prime", "is_probable_prime us", "numbers.check us"],
+                tablefmt="github",
+            )
+        )
+    parts.append("Targets:")
+    parts.append(
+        tabulate(
+            [list(t.values()) for t in report["targets"]],
+            ["target", "measured", "goal", "met"],
+            tablefmt="github",
+        )
+    )
+    return "\n\n".join(parts)
+
+
+def plot(report: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    transports = sorted({r["transport"] for r in report["round_trips"]})
+    fig, axes = plt.subplots(1, len(transports), figsize=(6 * len(transports), 4.5), squeeze=False)
+    for ax, t in zip(axes[0], transports, strict=True):
+        servers = dict.fromkeys(r["server"] for r in report["round_trips"] if r["transport"] == t)
+        for label in servers:
+            rows = sorted(
+                (r for r in report["round_trips"] if r["transport"] == t and r["server"] == label),
+                key=lambda r: r["clients"],
+            )
+            ax.plot(
+                [r["clients"] for r in rows],
+                [r["rate"] for r in rows],
+                marker="o",
+                linestyle="--" if label in ("echo", "echo-uvloop", "seed") else "-",
+                label=label,
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel("round trips / s")
+        ax.set_title(f"{t}: throughput against concurrent clients")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.rounds, args.clients, args.seconds = 1, [1, 64], min(args.seconds, 0.3)
+        args.sim_ops = min(args.sim_ops, 1000)
+    if args.rounds < 1 or args.seconds <= 0 or min(args.clients) < 1:
+        print("error: --rounds, --seconds and --clients must be positive", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    uvloop = uvloop_available() and not args.no_uvloop
+    peers = start_servers(args.transports, args.services, uvloop)
+    try:
+        samples = measure(peers, args.clients, args)
+    finally:
+        for p in peers:
+            stop_peer(p)
+    rows = summarise(samples)
+    add_fault_ratios(rows, samples)
+    sim = sim_rates(args.sim_ops, 1 if args.quick else 2)
+    report: dict[str, Any] = {
+        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "environment": {**environment(), "uvloop": uvloop},
+        "round_trips": rows,
+        "server_counters": {f"{p.transport}/{p.label}": p.stopped for p in peers if p.stopped},
+        "sim": sim,
+        "primes": prime_times(50 if args.quick else 200),
+    }
+    report["fault_layer_cpu"] = fault_layer_cpu()
+    report["targets"] = targets(rows, sim, report["fault_layer_cpu"])
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    text = render(report)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = [args.out / f"{args.name}.json", args.out / f"{args.name}.md"]
+    written[0].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    written[1].write_text(f"# Throughput\n\n{text}\n", encoding="utf-8")
+    if not args.no_plot and (png := plot(report, args.out / f"{args.name}.png")) is not None:
+        written.append(png)
+    print(f"\n{report['seconds']} s; wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The throughput benchmark's pure parts: workloads, summaries, targets, report (no sockets).
+
+Nothing here times anything: the numbers are made up, only the arithmetic and
+the plumbing are checked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from experiments import throughput
+from experiments.roundtrip import (
+    TEXT,
+    Sample,
+    Workload,
+    _Client,
+    _Run,
+    seed_workload,
+    service_workload,
+)
+from services import text
+from transports.framing import LengthPrefixDecoder, SeedDecoder
+from transports.wire import Reply, decode_request, encode_reply
+
+
+def sample(rate: float, clients: int = 1, lost: int = 0) -> Sample:
+    seconds = 1.0
+    return Sample(clients, seconds, [1e-4 * (i + 1) for i in range(int(rate))], lost)
+
+
+SAMPLES: dict[tuple[str, str, int], list[Sample]] = {
+    ("tcp", "echo", 1): [sample(100), sample(110)],
+    ("tcp", "seed", 1): [sample(50), sample(50)],
+    ("tcp", "text", 1): [sample(90), sample(88)],
+    ("tcp", "text+faults0", 1): [sample(90), sample(80)],
+    ("tcp", "echo", 512): [sample(200, 512), sample(200, 512)],
+    ("tcp", "seed", 512): [sample(60, 512), sample(60, 512)],
+    ("tcp", "text", 512): [sample(80, 512), sample(80, 512)],
+    ("tcp", "text+faults0", 512): [sample(80, 512), sample(80, 512)],
+}
+
+
+def rows() -> list[dict[str, Any]]:
+    summary = throughput.summarise(SAMPLES)
+    throughput.add_fault_ratios(summary, SAMPLES)
+    return summary
+
+
+def test_summary_rates_ratios_and_percentiles() -> None:
+    by = {(r["server"], r["clients"]): r for r in rows()}
+    text1 = by["text", 1]
+    assert text1["rate"] == 89.0  # median of the rounds
+    assert text1["vs_echo"] == pytest.approx(statistics_median([0.9, 0.8]), abs=1e-3)
+    assert text1["vs_seed"] == pytest.approx(statistics_median([1.8, 1.76]), abs=1e-3)
+    assert text1["p50_us"] <= text1["p99_us"] <= text1["max_us"]
+    assert by["echo", 1]["vs_echo"] == 1.0
+    assert by["text+faults0", 1]["vs_text"] == pytest.approx(
+        statistics_median([1.0, 80 / 88]), abs=1e-3
+    )
+
+
+def statistics_median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def test_targets_are_judged_against_their_goals() -> None:
+    sim = [{"workload": "bank", "ops": 10, "ops_per_s": 60_000, "target": 50_000}]
+    judged = {t["target"].split(" (")[0]: t for t in throughput.targets(rows(), sim)}
+    assert judged["tcp text, 1 client / echo"]["met"] is True  # 0.85 >= 0.8
+    assert judged["tcp text / seed, worst over clients"]["met"] is True
+    collapse = judged["tcp text, 512 clients / best"]
+    assert collapse["measured"] == pytest.approx(80 / 89, abs=1e-3) and collapse["met"]
+    fault = judged["tcp zero-probability fault layer cost, round trips"]
+    cost = 1 - statistics_median([statistics_median([1.0, 80 / 88]), 1.0])
+    assert fault["measured"] == pytest.approx(cost, abs=2e-3) and fault["met"]
+    assert judged["sim bank ops/s"]["met"] is True
+
+
+def test_render_and_files(tmp_path: Path) -> None:
+    report: dict[str, Any] = {
+        "parameters": {"rounds": 2, "seconds": 1.0, "warmup": 0.1},
+        "environment": {"python": "3.x", "platform": "test", "cpus": 2},
+        "round_trips": rows(),
+        "sim": [{"workload": "bank", "ops": 10, "ops_per_s": 5, "target": 50_000}],
+        "primes": [{"number": "7", "digits": 1, "prime": True, "a": 1.0, "b": 2.0}],
+    }
+    report["targets"] = throughput.targets(report["round_trips"], report["sim"])
+    out = throughput.render(report)
+    for needle in ("round trips/s", "Fault layer", "Simulator", "prime check", "Targets"):
+        assert needle in out
+    pytest.importorskip("matplotlib")
+    assert throughput.plot(report, tmp_path / "t.png") == tmp_path / "t.png"
+    assert (tmp_path / "t.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("service", throughput.SERVICES)
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_workloads_send_valid_requests(service: str, transport: str) -> None:
+    load = service_workload(service, transport, token="t" * 32)
+    first, token = load.message(0, 0)
+    second, other = load.message(0, 1)
+    assert token != other  # a late UDP reply never answers the next request
+    for data in (first, second):
+        if transport == "tcp":
+            decoder = LengthPrefixDecoder()
+            decoder.feed(data)
+            data = decoder.next_message() or b""
+        request = decode_request(data)
+        assert f'"{request.id}"'.encode() in (token, other)
+        reply = encode_reply(Reply.ok(request.id, request.attempt, {"x": 1}))
+        assert load.check(reply)
+    assert not load.check(encode_reply(Reply.error("x", 1, "BAD", "no")))
+
+
+def test_seed_workload_speaks_the_lab_protocol() -> None:
+    load = seed_workload()
+    data, _ = load.message(3, 7)
+    decoder = SeedDecoder()
+    decoder.feed(data)
+    assert decoder.next_message() == TEXT
+    reply = text.seed_reply(TEXT).encode()
+    assert load.reply_size == len(reply) and load.check(reply)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+def test_client_reassembles_split_replies_and_stays_closed_loop() -> None:
+    reply = encode_reply(Reply.ok("q0", 1, {"lower": "a", "upper": "A"}))
+    framed = len(reply).to_bytes(4, "big") + reply
+    load = Workload("length", lambda c, s: (b"req", b""), lambda r: r == reply)
+    run = _Run(load, clients=1, max_requests=3)
+    run.measuring = True
+    client = _Client(run, 0)
+    client.connection_made(_Transport())  # type: ignore[arg-type]
+    client.send_next()
+    for cut in (1, 3, 9):  # the reply arrives in pieces
+        client.data_received(framed[:cut])
+        client.data_received(framed[cut:])
+    assert len(run.latencies) == 3 and run.bad == 0
+    assert run.sent == 3 and run.idle == 1  # max_requests bounds the loop
+    assert client.transport.sent == [b"req"] * 3
