@@ -163,15 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
         "The retries experiment with real kernel packet loss between two network "
         "namespaces (root, Linux, nftables or iptables). Options as experiments.retries."
     )
-    p.set_defaults(transports=["tcp", "udp"], name="retries_kernel")
-    p.add_argument("--rate", metavar="RATE", help="also limit the link with tc tbf, e.g. 10mbit")
+    p.set_defaults(transports=["tcp", "udp"], name="retries_kernel", fault_backend=BACKEND)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.quick:
-        args.ops, args.loss = min(args.ops, 100), [0.0, 0.1, 0.3]
+    """``python -m experiments.kernel``: ``experiments.retries --fault-backend kernel``."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed retries options with kernel faults (``--quick`` already applied)."""
     reason = support().skip_reason(tbf=bool(args.rate))
     if reason is not None:
         print(f"error: {reason}", file=sys.stderr)

@@ -139,10 +139,9 @@ def render(records: Sequence[Record], env: dict[str, Any]) -> str:
         parts.append(f"## {caption(group, transport, env)}\n\n{transport_table(group)}")
     groups = by_transport(records)
     if "tcp" in groups and "udp" in groups:
-        parts.append(
-            "## TCP vs UDP, same seed and fault decisions\n\n"
-            + side_by_side_table(records, "tcp", "udp")
-        )
+        kernel = records[0].get("backend") == "kernel"
+        same = "kernel packet loss (not seeded)" if kernel else "same seed and fault decisions"
+        parts.append(f"## TCP vs UDP, {same}\n\n" + side_by_side_table(records, "tcp", "udp"))
     return "\n\n".join(parts)
 
 
@@ -195,8 +194,9 @@ def plot(out: Path, name: str, records: Sequence[Record]) -> list[Path]:
         ylabel="ms (log scale)",
     )
     lat_ax.set_yscale("log")
-    dup_ax.legend(fontsize=8)
-    lat_ax.legend(fontsize=8)
+    for ax in (dup_ax, lat_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     deduplicated = sum(
         r["duplicated"] for r in records if r["semantics"] in ("at-most-once", "exactly-once")
     )

@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"retry policy, one of {', '.join(POLICY_NAMES)}, with optional "
         "timeout=, base=, cap= (e.g. expo-full:timeout=20ms,cap=200ms)",
     )
+    p.add_argument(
+        "--fault-backend",
+        choices=("in-process", "kernel"),
+        default="in-process",
+        help="kernel: packet loss by the kernel between two network namespaces "
+        "(tcp and udp only; root, Linux; see transports/netns.py)",
+    )
+    p.add_argument("--rate", metavar="RATE", help="kernel backend: tc tbf rate limit, e.g. 10mbit")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("results"))
     p.add_argument("--name", default="retries", help="base name of the result files")
@@ -139,6 +147,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.ops, args.loss = min(args.ops, 100), [0.0, 0.1, 0.3]
+    if args.fault_backend == "kernel":
+        from experiments import kernel  # needs root and Linux: imported only when asked
+
+        if args.transports == list(ALL_TRANSPORTS):  # the default: the sim has no kernel
+            args.transports = ["tcp", "udp"]
+        return kernel.run(args)
+    if args.rate:
+        print("error: --rate needs --fault-backend kernel", file=sys.stderr)
+        return 2
     try:
         cells = cells_from(args)
     except (ValueError, FaultSpecError) as err:
