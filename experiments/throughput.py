@@ -5,7 +5,7 @@ each transport (tcp, udp) and service (text, numbers, bank), with 1, 4, 64 and
 512 concurrent clients, beside, in the same run and driven by the same client:
 
 * ``echo``: a minimal asyncio echo server (the ceiling), and ``echo-uvloop``
-  when uvloop is installed (it is not a project dependency);
+  when uvloop is installed (the optional ``bench`` extra: pip install -e .[bench]);
 * ``seed``: the lab's design, a thread per connection and a 64-byte header;
 * ``text+faults0``: our text server with a fault link on every message and
   every probability zero, to price the fault layer.
