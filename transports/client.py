@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from transports.call import Call, CallResult, RetrySettings
@@ -123,11 +123,11 @@ class RunningServer:
     port: int
     context: ServerContext
     _close: Callable[[], None]
-    _closed: list[bool] = field(default_factory=lambda: [False])
+    closed: bool = False
 
     async def close(self) -> None:
-        if not self._closed[0]:
-            self._closed[0] = True
+        if not self.closed:
+            self.closed = True
             self._close()
             await asyncio.sleep(0)  # let transports finish closing
 
