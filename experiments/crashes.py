@@ -55,7 +55,7 @@ from experiments.analytic import Prediction, agrees, predict
 from experiments.audit import audit, percentile
 from experiments.cli import Progress, choice, csv_list, environment, probability
 from experiments.report import PREDICTED, Record, measured_vs_predicted, record, write_results
-from experiments.runner import SCRYPT_N, SESSION_TTL, WORKERS, Cell, CellRun, _client, run_cell
+from experiments.runner import SCRYPT_N, SESSION_TTL, WORKERS, Cell, CellRun, run_cell, run_client
 from experiments.supervisor import Crash, Supervisor, free_port
 from experiments.workload import Operation, open_accounts, plan_operations
 from services.cli import CRASH_POINTS, RANDOM_POINT
@@ -297,7 +297,7 @@ async def _run_clients(
     )
     per_client = await asyncio.gather(
         *(
-            _client(client_cell, index, port, plan, token)
+            run_client(client_cell, index, port, plan, token)
             for index, (plan, token) in enumerate(zip(plans, tokens, strict=True))
         )
     )

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import random
 import sys
 import tempfile
 import time
@@ -33,12 +32,12 @@ from experiments import retries
 from experiments.audit import audit
 from experiments.cli import Progress, environment
 from experiments.report import Record, record, render, write_results
-from experiments.runner import SCRYPT_N, SESSION_TTL, Cell, CellRun
+from experiments.runner import SCRYPT_N, SESSION_TTL, Cell, CellRun, run_client
 from experiments.workload import Operation, open_accounts, plan_operations
 from services.bank import BankService
 from services.ledger import Ledger
 from transports.call import CallResult
-from transports.client import RpcClient, open_channel, start_server
+from transports.client import start_server
 from transports.driver import ServerContext
 from transports.endpoint import ServerEndpoint
 from transports.faults import FaultSpecError
@@ -105,34 +104,21 @@ async def _run(
         try:
             per_client = await asyncio.gather(
                 *(
-                    _client(cell, index, server_side.address, server.port, plan, token)
+                    run_client(
+                        cell,
+                        index,
+                        server.port,
+                        plan,
+                        token,
+                        host=server_side.address,
+                        link_faults=False,
+                    )
                     for index, (plan, token) in enumerate(zip(plans, tokens, strict=True))
                 )
             )
         finally:
             await server.close()
     return [result for client in per_client for result in client]
-
-
-async def _client(
-    cell: Cell, index: int, host: str, port: int, plan: list[Operation], token: str
-) -> list[CallResult]:
-    # As runner._client, but no in-process fault links: the kernel does the faults.
-    name = f"client{index}"
-    client = RpcClient(
-        open_channel(cell.transport, host, port),
-        cell.retry_settings(),
-        rng=random.Random(f"{cell.seed}/{name}"),
-        client_id=f"c{index}",
-    )
-    results = []
-    try:
-        for op in plan:
-            op_name, args = op.call_args(token)
-            results.append(await client.call(op_name, args, request_id=op.request_id))
-    finally:
-        await client.close()
-    return results
 
 
 def kernel_record(kernel: KernelRun) -> Record:

@@ -132,7 +132,7 @@ async def _run_real(
         try:
             per_client = await asyncio.gather(
                 *(
-                    _client(cell, index, server.port, plan, token)
+                    run_client(cell, index, server.port, plan, token)
                     for index, (plan, token) in enumerate(zip(plans, tokens, strict=True))
                 )
             )
@@ -141,12 +141,25 @@ async def _run_real(
     return [result for client in per_client for result in client]
 
 
-async def _client(
-    cell: Cell, index: int, port: int, plan: list[Operation], token: str
+async def run_client(
+    cell: Cell,
+    index: int,
+    port: int,
+    plan: list[Operation],
+    token: str,
+    *,
+    host: str = "127.0.0.1",
+    link_faults: bool = True,
 ) -> list[CallResult]:
+    """Client ``index`` performs its plan; ``link_faults=False`` when the kernel does them."""
     name = f"client{index}"
     channel = open_channel(
-        cell.transport, "127.0.0.1", port, faults=cell.faults, seed=cell.seed, name=name
+        cell.transport,
+        host,
+        port,
+        faults=cell.faults if link_faults else None,
+        seed=cell.seed,
+        name=name,
     )
     client = RpcClient(
         channel,
