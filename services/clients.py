@@ -60,7 +60,7 @@ async def run_client(
 
 async def _request(client: RpcClient, op: str, args: dict[str, Any]) -> CallResult:
     result = await client.call(op, args)
-    if result.outcome is Outcome.UNKNOWN and result.reply is None:
+    if result.outcome is not Outcome.OK and result.reply is None:
         cause = f": {client.last_error}" if client.last_error else ""
         raise ServerUnreachable(f"no reply after {result.attempts} attempt(s){cause}")
     return result

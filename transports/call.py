@@ -8,8 +8,9 @@ machine runs on TCP, UDP and the virtual-time simulator.
 
 Every call ends in one of three outcomes (Jepsen's ok / fail / info):
 ``ok`` the server applied it and said so; ``failed`` a definite error reply,
-nothing applied; ``unknown`` the client gave up (or the server hit an internal
-error): it may or may not have been applied.
+or no attempt ever left the client (every connect was refused): nothing
+applied; ``unknown`` the client gave up (or the server hit an internal error):
+it may or may not have been applied.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Call:
         self.attempts = 0
         self.started = 0.0
         self._sent_at = 0.0
+        self._unsent = 0  # attempts that provably never left (connect refused)
         self.result: CallResult | None = None
 
     @property
@@ -110,9 +112,14 @@ class Call:
             return self._send(now)
         return None
 
-    def on_connection_lost(self, now: float) -> None:
-        """The stream broke while this attempt was outstanding (TCP reset)."""
+    def on_connection_lost(self, now: float, *, sent: bool = True) -> None:
+        """The stream broke while this attempt was outstanding (TCP reset).
+
+        ``sent=False``: the attempt provably never left (no connection could
+        be opened), so it cannot have been applied.
+        """
         if self._state is _State.WAITING:
+            self._unsent += not sent
             self._attempt_failed(now)
 
     def on_reply(self, data: bytes, now: float) -> bool:
@@ -156,7 +163,9 @@ class Call:
         if self.attempts >= self.settings.max_attempts or (
             budget is not None and not budget.allow_retry()
         ):
-            self._finish(Outcome.UNKNOWN, None, now)
+            # If no attempt ever left, nothing can have been applied: a definite failure.
+            never_sent = self._unsent == self.attempts
+            self._finish(Outcome.FAILED if never_sent else Outcome.UNKNOWN, None, now)
             return
         self._state = _State.BACKING_OFF
         self._timer = now + self._schedule.delay_before(self.attempts + 1)

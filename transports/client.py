@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from transports.call import Call, CallResult, RetrySettings
-from transports.driver import ClientChannel, ConnectionLost, Links, ServerContext
+from transports.driver import ClientChannel, ConnectionLost, Links, NotSent, ServerContext
 from transports.faults import FaultSpec
 from transports.retry import RetryPolicy
 from transports.tcp import SeedHandler, TcpChannel, start_tcp_server
@@ -111,7 +111,8 @@ class RpcClient:
             await self.channel.send(data)
         except ConnectionLost as err:
             self.last_error = str(err)
-            call.on_connection_lost(asyncio.get_running_loop().time())
+            now = asyncio.get_running_loop().time()
+            call.on_connection_lost(now, sent=not isinstance(err, NotSent))
 
 
 @dataclass

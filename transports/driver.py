@@ -20,6 +20,10 @@ class ConnectionLost(Exception):
     """The stream broke (reset, refused, closed) while a call needed it."""
 
 
+class NotSent(ConnectionLost):
+    """No connection could be opened: the message provably never left."""
+
+
 class ClientChannel(Protocol):
     """A client's path to one server: sends messages, receives replies."""
 

@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
-from transports.driver import ConnectionLost, Inbox, Links, ServerContext, through_link
+from transports.driver import ConnectionLost, Inbox, Links, NotSent, ServerContext, through_link
 from transports.framing import FramingError, LengthPrefixDecoder, SeedDecoder, frame
 
 #: Seed protocol handler: request text -> (reply text, close the connection?).
@@ -296,7 +296,7 @@ class TcpChannel:
                     lambda: _ClientConnection(self), self.host, self.port
                 )
         except (OSError, TimeoutError) as err:
-            raise ConnectionLost(f"cannot connect to {self.host}:{self.port}: {err}") from err
+            raise NotSent(f"cannot connect to {self.host}:{self.port}: {err}") from err
         self.connects += 1
         self.connection = connection  # asyncio already sets TCP_NODELAY
         return connection
