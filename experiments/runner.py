@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.audit import Audit, audit
-from experiments.workload import FIRST_ACCOUNT, Operation, open_accounts, plan_operations
+from experiments.workload import (
+    FIRST_ACCOUNT,
+    Operation,
+    open_accounts,
+    plan_operations,
+    sim_plans,
+)
 from services.bank import BankService
 from services.ledger import Ledger
 from transports.call import CallResult, RetrySettings
@@ -27,7 +33,7 @@ from transports.endpoint import ServerEndpoint
 from transports.faults import FaultSpec
 from transports.retry import RetryPolicy, RtoEstimator
 from transports.semantics import Semantics
-from transports.sim import SimRequest, simulate
+from transports.sim import simulate
 
 ALL_TRANSPORTS = ("tcp", "udp", "sim")
 SESSION_TTL = 10**9  # sessions outlive any cell; expiry is tested elsewhere
@@ -101,13 +107,9 @@ def run_cell(cell: Cell, workdir: Path | None = None) -> CellRun:
 def _run_sim(
     cell: Cell, endpoint: ServerEndpoint, plans: list[list[Operation]], tokens: list[str]
 ) -> list[CallResult]:
-    sim_plans = [
-        [SimRequest(op.request_id, *op.call_args(token)) for op in plan]
-        for plan, token in zip(plans, tokens, strict=True)
-    ]
     run = simulate(
         endpoint,
-        sim_plans,
+        sim_plans(plans, tokens),
         lambda _index: cell.retry_settings(),
         faults=cell.faults,
         seed=cell.seed,
