@@ -4,8 +4,6 @@ lab's own unmodified Problem A client against ``--framing seed``."""
 from __future__ import annotations
 
 import os
-import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,33 +12,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.servers import serve_process
+
 HERE = Path(__file__).parent
 SEED_CLIENT = HERE / "seed_clients" / "problem_a_client.py"
 RUN_SEED_CLIENT = HERE / "seed_clients" / "run_seed_client.py"
-LISTENING = re.compile(r"\[LISTENING\] \S+ on \w+://[^:]+:(\d+)")
 
 
 @contextmanager
 def server(*args: str) -> Iterator[int]:
     """Start ``python -m services serve ARGS --port 0``; yield its port."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services", "serve", *args, "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = LISTENING.search(line)
-        assert match, f"server did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
-        yield int(match.group(1))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-        assert proc.returncode == 0, err
-        assert "[STOPPED]" in out
-        assert "Traceback" not in err
+    with serve_process(*args) as served:
+        yield served.port
 
 
 def run(args: list[str], stdin: str = "", timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import re
 import secrets
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 import zlib
 from collections import Counter
@@ -33,7 +28,7 @@ from typing import Any
 from services.bank import BankService
 from services.ledger import Ledger
 from services.text import TextService
-from tests.integration.servers import client_for, running
+from tests.integration.servers import Served, client_for, running, serve_process
 from transports.call import Outcome, RetrySettings
 from transports.client import RpcClient, open_channel
 from transports.driver import ServerLimits
@@ -51,7 +46,6 @@ from transports.wire import (
     encode_request,
 )
 
-LISTENING = re.compile(r"\[LISTENING\] \S+ on \w+://[^:]+:(\d+)")
 HOST = "127.0.0.1"
 OPENING_TOTAL = 30_000  # the three demo accounts, 10,000 each
 FUZZ_TARGET = 3  # the account whose real token the fuzz abuses
@@ -62,62 +56,11 @@ OVERSIZE = "oversize datagram (16385..65000 bytes)"
 # -- a server process -----------------------------------------------------------
 
 
-@dataclass
-class Served:
-    proc: subprocess.Popen[str]
-    port: int
-    counters: Counter[str] = field(default_factory=Counter)
-    stderr: str = ""
-
-    def status_kib(self, key: str) -> int:
-        """A line of /proc/PID/status in KiB, e.g. VmRSS (now) or VmHWM (peak)."""
-        text = Path(f"/proc/{self.proc.pid}/status").read_text()
-        match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
-        assert match, f"no {key} in /proc status"
-        return int(match.group(1))
-
-    def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
-
-
 @contextmanager
 def served(service: str, transport: str, *args: str) -> Iterator[Served]:
     """``python -m services serve`` on a free loopback port; counters after exit."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "services",
-            "serve",
-            service,
-            "--transport",
-            transport,
-            "--port",
-            "0",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = LISTENING.search(line)
-        assert match, f"server did not start: {line!r}"
-        server = Served(proc, int(match.group(1)))
+    with serve_process(service, "--transport", transport, *args) as server:
         yield server
-    finally:
-        proc.send_signal(signal.SIGTERM)  # by pid: only the process we started
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert "Traceback" not in err, err
-    server.stderr = err
-    stopped = next(line for line in out.splitlines() if line.startswith("[STOPPED]"))
-    for item in stopped.removeprefix("[STOPPED] ").split(", "):
-        if "=" in item:
-            key, value = item.split("=")
-            server.counters[key] = int(value)
 
 
 def settings(timeout: float, attempts: int) -> RetrySettings:

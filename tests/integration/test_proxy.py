@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.servers import LISTENING
+
 HERE = Path(__file__).parent
 SEED_CLIENT = HERE / "seed_clients" / "problem_a_client.py"
 RUN_SEED_CLIENT = HERE / "seed_clients" / "run_seed_client.py"
-LISTENING = re.compile(r"\[LISTENING\] \S+ on \w+://[^:]+:(\d+)")
 PROXY_LISTENING = re.compile(r"\[PROXY LISTENING\] \w+ \S+:(\d+) -> ")
 PROXY = ["-m", "transports.proxy", "--listen", "127.0.0.1:0"]
 ATM_CLIENT = ["-m", "services", "client", "atm", "--transport", "udp"]
