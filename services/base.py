@@ -9,7 +9,7 @@ from typing import Any, Protocol
 JsonObject = dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class CallContext:
     """What a service may know about the request it is executing.
 
@@ -23,6 +23,12 @@ class CallContext:
     request_id: str
     now: float
     idempotent: bool = False
+
+    def __init__(self, request_id: str, now: float, idempotent: bool = False) -> None:
+        # Built once per request: writing __dict__ skips the frozen dataclass's
+        # one-call-per-field __init__ (assignment afterwards still raises).
+        fields = self.__dict__
+        fields["request_id"], fields["now"], fields["idempotent"] = request_id, now, idempotent
 
 
 class Service(Protocol):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -224,6 +225,8 @@ class ServerContext:
         on_bad_input: Callable[[str], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        #: Requests run on the event loop (no pool, or a service that never blocks).
+        self.inline = pool is None or not endpoint.blocking
         self.host = host
         self.port = port
         self.pool = pool
@@ -273,31 +276,47 @@ class ServerContext:
     ) -> None:
         """Dispatch one request, counting it in flight until it is finished.
 
-        The same steps as ``dispatch``; a request answered on the event loop
-        (a cheap service, a rejection, a cached reply) takes a path without
-        closures, since this runs once per message.
+        The same steps as ``dispatch``. A service that does not block is
+        answered on the event loop by ``answer``.
         """
+        if self.inline:
+            try:
+                reply = self.answer(data, max_reply)
+                if reply is not None:
+                    respond(reply)
+            finally:
+                if on_done is not None:
+                    on_done()
+            return
+        self._started()
+
+        def finished() -> None:
+            self._finished(on_done)
+
+        dispatch(self.endpoint, self.pool, data, respond, max_reply=max_reply, on_done=finished)
+
+    def answer(self, data: bytes, max_reply: int | None = None) -> bytes | None:
+        """Run one request to its reply on the event loop (``inline`` services).
+
+        Counted in flight while it runs, like ``execute``; drivers call this
+        directly when there is no fault link to pass the reply through, which
+        saves a callback per message.
+        """
+        self._started()
+        try:
+            # The default loop's clock, read directly: get_running_loop() costs a getpid().
+            now = time.monotonic()
+            endpoint = self.endpoint
+            admitted = endpoint.admit(data, now)
+            reply = endpoint.finish(admitted, now) if isinstance(admitted, Request) else admitted
+            return reply if max_reply is None else endpoint.limit_reply(reply, max_reply)
+        finally:
+            self._finished(None)
+
+    def _started(self) -> None:
         self.in_flight += 1
         if self.in_flight > self.peak_in_flight:
             self.peak_in_flight = self.in_flight
-        endpoint = self.endpoint
-        if self.pool is not None and endpoint.blocking:
-
-            def finished() -> None:
-                self._finished(on_done)
-
-            dispatch(endpoint, self.pool, data, respond, max_reply=max_reply, on_done=finished)
-            return
-        now = asyncio.get_running_loop().time()
-        admitted = endpoint.admit(data, now)
-        reply = endpoint.finish(admitted, now) if isinstance(admitted, Request) else admitted
-        try:
-            if max_reply is not None:
-                reply = endpoint.limit_reply(reply, max_reply)
-            if reply is not None:
-                respond(reply)
-        finally:
-            self._finished(on_done)
 
     def _finished(self, on_done: Callable[[], None] | None) -> None:
         self.in_flight -= 1

@@ -69,8 +69,12 @@ class ServerEndpoint:
         if semantics is Semantics.AT_MOST_ONCE and reply_cache is None:
             reply_cache = ReplyCache()
         self.reply_cache = reply_cache if semantics is Semantics.AT_MOST_ONCE else None
-        self.counters: Counter[str] = Counter()
-        self._counter_lock = threading.Lock()
+        # One Counter per thread (the event loop, each pool worker), summed when
+        # read: counting happens several times per request, and an increment of
+        # a shared Counter would need a lock to stay exact.
+        self._local = threading.local()
+        self._thread_counters: list[Counter[str]] = []
+        self._counters_lock = threading.Lock()  # guards the list, not the counts
 
     @property
     def blocking(self) -> bool:
@@ -180,8 +184,22 @@ class ServerEndpoint:
             )
 
     def count(self, what: str) -> None:
-        with self._counter_lock:
-            self.counters[what] += 1
+        try:
+            mine: Counter[str] = self._local.counters
+        except AttributeError:
+            mine = self._local.counters = Counter()
+            with self._counters_lock:
+                self._thread_counters.append(mine)
+        mine[what] += 1
+
+    @property
+    def counters(self) -> Counter[str]:
+        """Every count so far, over all threads (a snapshot)."""
+        total: Counter[str] = Counter()
+        with self._counters_lock:
+            for counts in self._thread_counters:
+                total.update(counts)
+        return total
 
 
 def _fit_error(reply: Reply, limit: int) -> bytes | None:

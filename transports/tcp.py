@@ -20,7 +20,14 @@ from collections.abc import Callable
 from typing import cast
 
 from transports.driver import ConnectionLost, Inbox, Links, NotSent, ServerContext, through_link
-from transports.framing import FramingError, LengthPrefixDecoder, SeedDecoder, frame
+from transports.framing import (
+    LENGTH_PREFIX_SIZE,
+    FramingError,
+    LengthPrefixDecoder,
+    SeedDecoder,
+    frame,
+)
+from transports.wire import MAX_MESSAGE_SIZE
 
 #: Seed protocol handler: request text -> (reply text, close the connection?).
 SeedHandler = Callable[[str], tuple[str, bool]]
@@ -41,6 +48,7 @@ class _ServerConnection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._pumping = False
+        self._fast_path = False  # set once the connection is admitted
         self._timer: asyncio.TimerHandle | None = None
         self._time = asyncio.get_running_loop().time
 
@@ -52,6 +60,9 @@ class _ServerConnection(asyncio.Protocol):
             transport.abort()
             return
         self.links = self.ctx.links_for_peer(stream=True)
+        # Length-prefixed frames and no request-side fault link: a whole frame
+        # per read can skip the decoder's queue (see data_received).
+        self._fast_path = self.seed_handler is None and self.links.request is None
         self._last_activity = self._time()
         self._arm_timer()
 
@@ -63,6 +74,16 @@ class _ServerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = self._time()
+        if self._fast_path and len(data) > LENGTH_PREFIX_SIZE and not self.decoder.buffered:
+            # The common case, one whole frame in one read with nothing buffered:
+            # run it straight from ``data``, as feed + next_message would, without
+            # queueing it. The limits are checked exactly as in _pump.
+            length = int.from_bytes(data[:LENGTH_PREFIX_SIZE], "big")
+            whole = length == len(data) - LENGTH_PREFIX_SIZE <= MAX_MESSAGE_SIZE
+            if whole and not self._must_wait():
+                self._execute(data[LENGTH_PREFIX_SIZE:])
+                self._set_reading(self._must_wait())
+                return
         try:
             self.decoder.feed(data)
         except FramingError as err:
@@ -122,12 +143,7 @@ class _ServerConnection(asyncio.Protocol):
             return
         finally:
             self._pumping = False
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if waiting != self._reading_paused:
-            self._reading_paused = waiting
-            (transport.pause_reading if waiting else transport.resume_reading)()
+        self._set_reading(waiting)
         # The frame timeout runs from the first byte of an unfinished frame, so
         # dribbling one byte at a time (slowloris) does not keep it alive.
         if not decoder.buffered:
@@ -138,9 +154,22 @@ class _ServerConnection(asyncio.Protocol):
             self._timer.cancel()
             self._arm_timer()
 
+    def _set_reading(self, paused: bool) -> None:
+        """Pause or resume reading the socket, if that changes anything."""
+        transport = self.transport
+        if paused != self._reading_paused and transport is not None and not transport.is_closing():
+            self._reading_paused = paused
+            (transport.pause_reading if paused else transport.resume_reading)()
+
     def _execute(self, message: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
+            if self.ctx.inline and self.links.reply is None:
+                # Answered before this returns: nothing stays in flight.
+                reply = self.ctx.answer(message)
+                if reply is not None:
+                    self._write(reply)
+                return
             self.in_flight += 1
             self.ctx.execute(message, self._respond, on_done=self._request_done)
 

@@ -41,6 +41,13 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             ctx.endpoint.count("dropped_overload")
             return
         budget = int(ctx.limits.amplification_factor * len(data))
+        if ctx.faults is None and ctx.inline:
+            # No fault links and a service answered on the loop: reply directly.
+            reply = ctx.answer(data, budget)
+            transport = self.transport
+            if reply is not None and transport is not None and not transport.is_closing():
+                transport.sendto(reply, addr)
+            return
         links = self._links(addr)
 
         def send(reply: bytes) -> None:

@@ -101,7 +101,12 @@ class Status(enum.Enum):
     ERROR = "error"
 
 
-@dataclass(frozen=True)
+# Request and Reply are frozen, but build themselves by writing their __dict__:
+# the generated frozen __init__ costs a call per field, and both are built
+# several times per round trip. Assignment after construction still raises.
+
+
+@dataclass(frozen=True, init=False)
 class Request:
     """One try of a logical operation; every retry reuses ``id``, bumps ``attempt``."""
 
@@ -110,8 +115,12 @@ class Request:
     args: dict[str, Any]
     attempt: int = 1
 
+    def __init__(self, id: str, op: str, args: dict[str, Any], attempt: int = 1) -> None:
+        fields = self.__dict__
+        fields["id"], fields["op"], fields["args"], fields["attempt"] = id, op, args, attempt
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class Reply:
     """Answer to the request with the same ``id``; ``attempt`` echoes the try answered.
 
@@ -126,10 +135,27 @@ class Reply:
     error_code: str | None = None
     error_message: str | None = None
 
+    def __init__(
+        self,
+        id: str,
+        attempt: int,
+        status: Status,
+        result: dict[str, Any] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        fields = self.__dict__
+        fields["id"], fields["attempt"], fields["status"] = id, attempt, status
+        fields["result"], fields["error_code"], fields["error_message"] = (
+            result,
+            error_code,
+            error_message,
+        )
+
     @classmethod
     def ok(cls, id: str, attempt: int, result: dict[str, Any]) -> Reply:
         """A successful reply carrying ``result``."""
-        return cls(id=id, attempt=attempt, status=Status.OK, result=result)
+        return cls(id, attempt, Status.OK, result)
 
     @classmethod
     def error(cls, id: str, attempt: int, code: str, message: str) -> Reply:
@@ -474,16 +500,18 @@ def _json_value(text: str) -> Any:
     """``_DECODER.decode(text)`` without its two Python-level wrappers.
 
     The same steps: skip whitespace, scan one value, skip whitespace, and
-    refuse anything after it.
+    refuse anything after it (the whitespace scans are skipped when the value
+    starts the text and ends it, as in every body our encoder writes).
     """
-    start = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
+    start = 0 if text[:1] == "{" else _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
     try:
         obj, end = _SCAN(text, start)
     except StopIteration as err:
         raise json.JSONDecodeError("Expecting value", text, err.value) from None
-    end = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
     if end != len(text):
-        raise json.JSONDecodeError("Extra data", text, end)
+        end = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
+        if end != len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
     return obj
 
 
