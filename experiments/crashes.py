@@ -244,7 +244,7 @@ def serve_args(real: RealCell, db: Path) -> list[str]:
     server_faults = FaultSpec(crash=cell.faults.crash, app_fail=cell.faults.app_fail)
     argv = ["bank", "--transport", cell.transport, "--db", str(db), "--seed", str(cell.seed)]
     argv += ["--semantics", cell.semantics.value, "--faults", server_faults.to_spec()]
-    return [*argv, "--crash-point", real.crash_point, "--workers", str(WORKERS)]
+    return [*argv, "--crash-point", real.crash_point, "--threads", str(WORKERS)]
 
 
 def run_real_cell(real: RealCell, workdir: Path | None = None) -> RealRun:

@@ -6,7 +6,8 @@ line:
 
 * ``ours``: ``python -m services serve SERVICE`` itself (``services.cli.main``);
   ``--fault-layer`` installs a server-side fault link per direction and peer
-  with every probability zero (the CLI leaves the layer out for a zero spec).
+  with every probability zero (the CLI leaves the layer out for a zero spec);
+  ``--workers N`` runs it as N processes sharing the port (``serve --workers``).
 * ``echo``: a minimal asyncio echo server, the ceiling of any asyncio server on
   this machine; ``--loop uvloop`` runs it (or ``ours``) on uvloop when installed.
 * ``seed``: the lab's design (shared/seed): blocking sockets, one thread per
@@ -144,8 +145,12 @@ class ZeroFaultContext(ServerContext):
         return Links(request, reply)
 
 
-def serve(peer: str, transport: str, service: str, loop: str, fault_layer: bool) -> int:
+def serve(
+    peer: str, transport: str, service: str, loop: str, fault_layer: bool, workers: int = 1
+) -> int:
     """Run one peer in this process until it is terminated."""
+    if workers != 1 and peer != "ours":
+        raise ValueError("workers > 1 is for the ours peer")
     if loop == "uvloop":
         import uvloop
 
@@ -161,7 +166,8 @@ def serve(peer: str, transport: str, service: str, loop: str, fault_layer: bool)
     if fault_layer:
         # The CLI is the server a user runs; only its context class changes here.
         cli.ServerContext = ZeroFaultContext  # type: ignore[attr-defined]
-    return cli.main(["serve", service, "--transport", transport, "--port", "0"])
+    argv = ["serve", service, "--transport", transport, "--port", "0"]
+    return cli.main([*argv, "--workers", str(workers)])
 
 
 @dataclass
@@ -185,10 +191,12 @@ def start_peer(
     *,
     loop: str = "asyncio",
     fault_layer: bool = False,
+    workers: int = 1,
     timeout: float = 20.0,
 ) -> Peer:
     command = [sys.executable, "-m", "experiments.roundtrip", "--serve", kind]
     command += ["--transport", transport, "--service", service, "--loop", loop]
+    command += ["--workers", str(workers)]
     if fault_layer:
         command.append("--fault-layer")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -497,9 +505,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--loop", choices=("asyncio", "uvloop"), default="asyncio", help=argparse.SUPPRESS
     )
     parser.add_argument("--fault-layer", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        return serve(args.serve, args.transport, args.service, args.loop, args.fault_layer)
+        return serve(
+            args.serve, args.transport, args.service, args.loop, args.fault_layer, args.workers
+        )
     _quick(args.transports.split(","), args.seconds, args.rounds)
     return 0
 

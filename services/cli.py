@@ -9,6 +9,12 @@ SIGKILL (no cleanup; only what SQLite already committed survives) at a
 fraction ``P`` of the deposit and withdrawal attempts it executes, at the point
 ``--crash-point`` names. ``experiments.supervisor`` restarts it on the same
 ledger.
+
+``serve --workers N`` (N > 1) runs N server processes on one port
+(SO_REUSEPORT, ``transports/workers.py``) to use every core; the parent prints
+the one ``[LISTENING]`` line, supervises, and prints the summed counters.
+Options whose guarantees live in one process are refused with N > 1
+(``_check_workers``).
 """
 
 from __future__ import annotations
@@ -21,17 +27,21 @@ import dataclasses
 import os
 import random
 import signal
+import socket
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 from services import numbers, text
 from services.bank import BankService
 from services.base import Service
 from services.ledger import Ledger
-from transports import netns
+from transports import netns, workers
 from transports.call import RetrySettings
-from transports.client import TRANSPORTS, RunningServer, default_settings, start_server
+from transports.client import TRANSPORTS, default_settings, start_server
 from transports.driver import ServerContext, ServerLimits
 from transports.endpoint import AFTER_APPLY, BEFORE_APPLY, ServerEndpoint
 from transports.faults import FaultSpec, FaultSpecError
@@ -90,7 +100,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="kernel: serve inside a network namespace joined by veth to a client namespace, "
         "with the network faults done by the kernel (root, Linux; see transports/netns.py)",
     )
-    serve.add_argument("--workers", type=int, default=4, help="threads for blocking services")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"server processes sharing the port (1..{workers.MAX_WORKERS}; default 1). "
+        "With N > 1 the kernel spreads TCP connections and UDP peers across N processes "
+        "(SO_REUSEPORT, Linux), one core each; the parent prints one [LISTENING] line and "
+        "the summed counters. Limits (--max-connections, --max-in-flight, --threads) apply "
+        "per process. Refused with N > 1: --semantics at-most-once (its reply cache is per "
+        "process), --faults (not replayable across processes), --fault-backend kernel. "
+        "The bank's ledger is one SQLite file shared by all (a temporary one without --db)",
+    )
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=4,
+        metavar="N",
+        help="threads per server process for blocking services (default 4)",
+    )
     serve.add_argument(
         "--crash-point",
         choices=CRASH_POINTS,
@@ -151,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 <= args.port <= 65535:
             raise UsageError(f"--port must be 0..65535, got {args.port}")
         if args.command == "serve":
+            if args.workers != 1:
+                return serve_workers(args, faults)
             return asyncio.run(serve(args, faults))
         from services.clients import run_client
 
@@ -246,8 +277,56 @@ async def _serve_in_namespace(args: argparse.Namespace, faults: FaultSpec) -> in
         return await _serve(args, in_process, namespace=pair.b.netns)
 
 
-async def _serve(args: argparse.Namespace, faults: FaultSpec, namespace: str | None = None) -> int:
-    """Run the server until SIGINT/SIGTERM, injecting ``faults`` in-process."""
+class _Console:
+    """What a server process tells whoever started it: on stdout, for an operator."""
+
+    def listening(self, line: str) -> None:
+        print(line, flush=True)
+
+    def serving(self, stop: asyncio.Event) -> None:
+        """Called once serving; ``stop`` ends the server."""
+
+    def stopped(self, counters: Mapping[str, int]) -> None:
+        print(_counters_line("[STOPPED]", counters), flush=True)
+
+
+class _WorkerConsole(_Console):
+    """A worker of ``--workers N`` tells its parent instead, over ``link``."""
+
+    def __init__(self, link: workers.ParentLink) -> None:
+        self.link = link
+
+    def listening(self, line: str) -> None:
+        self.link.ready()
+
+    def serving(self, stop: asyncio.Event) -> None:
+        self.link.on_parent_gone(stop.set)  # no worker outlives its parent
+        # Ctrl-C signals the whole process group: only the parent acts on it
+        # (it passes SIGTERM on), so the workers do not race it to stop.
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        workers.unblock_stop_signals()  # blocked since before fork; handlers exist now
+
+    def stopped(self, counters: Mapping[str, int]) -> None:
+        # Stopping already: a second SIGTERM (to the group, then from the parent)
+        # must not reach the handler while the loop closes its wakeup fd.
+        workers.block_stop_signals()
+        self.link.finished(counters)
+
+
+async def _serve(
+    args: argparse.Namespace,
+    faults: FaultSpec,
+    namespace: str | None = None,
+    console: _Console | None = None,
+    sock: socket.socket | None = None,
+) -> int:
+    """Run the server until SIGINT/SIGTERM, injecting ``faults`` in-process.
+
+    ``sock``: serve on this bound socket (a ``--workers`` worker's share of
+    the port) instead of binding ``--host``/``--port``.
+    """
+    console = console or _Console()
     seed_handler = _seed_handler(args.service) if args.framing == "seed" else None
     limits = _limits(args)  # before the ledger opens: a bad value must not leak it
     service, release = _make_service(args, faults)
@@ -257,7 +336,7 @@ async def _serve(args: argparse.Namespace, faults: FaultSpec, namespace: str | N
         crasher = ProcessCrasher(faults.crash, args.crash_point, args.seed)
     endpoint = ServerEndpoint(service, semantics, crash_hook=crasher)
     stop = _stop_on_signal()
-    with concurrent.futures.ThreadPoolExecutor(max(1, args.workers)) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.threads)) as pool:
         context = ServerContext(
             endpoint,
             host=args.host,
@@ -266,6 +345,7 @@ async def _serve(args: argparse.Namespace, faults: FaultSpec, namespace: str | N
             limits=limits,
             faults=None if faults.is_zero else faults,
             seed=args.seed,
+            sock=sock,
             on_bad_input=(lambda what: print(f"[REJECTED] {what}", file=sys.stderr))
             if args.verbose
             else None,
@@ -276,18 +356,119 @@ async def _serve(args: argparse.Namespace, faults: FaultSpec, namespace: str | N
         except OSError as err:
             release()
             raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from err
-        crashing = f", crash point {args.crash_point}"
-        print(
-            f"[LISTENING] {args.service} on {args.transport}://{server.host}:{server.port} "
-            f"(semantics {semantics.value}, framing {args.framing}, faults {faults or 'none'}"
-            f"{crashing if crasher else ''})",
-            flush=True,
-        )
+        console.listening(_listening_line(args, server.host, server.port, semantics, faults))
+        console.serving(stop)
         await stop.wait()
         await server.close()
     release()
-    _print_counters(server)
+    console.stopped(server.context.endpoint.counters)
     return 0
+
+
+def _listening_line(
+    args: argparse.Namespace, host: str, port: int, semantics: Semantics, faults: FaultSpec
+) -> str:
+    """The one line experiments and tests parse for the port (keep its format)."""
+    crashing = f", crash point {args.crash_point}" if faults.crash > 0.0 else ""
+    return (
+        f"[LISTENING] {args.service} on {args.transport}://{host}:{port} "
+        f"(semantics {semantics.value}, framing {args.framing}, faults {faults or 'none'}"
+        f"{crashing})"
+    )
+
+
+def serve_workers(args: argparse.Namespace, faults: FaultSpec) -> int:
+    """``serve --workers N``, N > 1: N forked server processes on one SO_REUSEPORT port.
+
+    Everything that can fail for a bad option fails here, in the parent, as a
+    UsageError before any process exists. A bank without ``--db`` gets one
+    temporary ledger shared by the workers (not one each), created here
+    before the fork so the workers do not race to create its schema; the
+    parent closes it before forking (no SQLite connection crosses a fork),
+    each worker opens its own connections, and the parent deletes it at the end.
+    Once supervision ended the parent keeps SIGINT and SIGTERM blocked: it is
+    printing the counters and exiting, and a late stop signal changes nothing.
+    """
+    semantics = _check_workers(args, faults)
+    if args.host not in LOOPBACK:
+        print(f"warning: binding to {args.host}, reachable beyond this machine", file=sys.stderr)
+    if args.framing == "seed":
+        _seed_handler(args.service)
+        if args.transport != "tcp":
+            raise UsageError("seed framing is a TCP stream format; use --transport tcp")
+    _limits(args)
+    temporary = None
+    if args.service == "bank" and args.db is None:
+        fd, temporary = tempfile.mkstemp(prefix="ledger-", suffix=".sqlite3")
+        os.close(fd)
+        args.db = temporary
+    try:
+        if args.service == "bank":
+            _make_service(args, faults)[1]()  # the schema and demo accounts, once
+        try:
+            sockets = workers.bind_shared(args.host, args.port, args.transport, args.workers)
+        except OSError as err:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from err
+        port = args.port = sockets[0].getsockname()[1]  # what each worker's server binds
+        started = workers.fork_workers(sockets, partial(_worker_main, args, faults))
+
+        def announce() -> None:
+            print(_listening_line(args, args.host, port, semantics, faults), flush=True)
+            pids = " ".join(str(w.pid) for w in started)
+            print(f"[WORKERS] {len(started)} processes on port {port}: pids {pids}", flush=True)
+
+        outcome = asyncio.run(workers.supervise(started, announce))
+    finally:
+        if temporary is not None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary + suffix)
+    for note in outcome.notes:
+        print(f"note: {note}; stopped the others", file=sys.stderr)
+    if outcome.error is not None:
+        print(f"error: {outcome.error}; stopped the other workers", file=sys.stderr, flush=True)
+        return 1
+    total: Counter[str] = Counter()
+    for worker in started:
+        assert worker.counters is not None  # a clean outcome has every worker's counters
+        total.update(worker.counters)
+        print(_counters_line(f"[WORKER {worker.index}] pid {worker.pid}:", worker.counters))
+    print(_counters_line("[STOPPED]", total), flush=True)
+    return 0
+
+
+def _check_workers(args: argparse.Namespace, faults: FaultSpec) -> Semantics:
+    """Refuse what would break a guarantee across processes; the semantics served."""
+    n = args.workers
+    if not 1 <= n <= workers.MAX_WORKERS:
+        raise UsageError(f"--workers must be 1..{workers.MAX_WORKERS}, got {n}")
+    semantics = Semantics(args.semantics or DEFAULT_SEMANTICS[args.service])
+    if semantics is Semantics.AT_MOST_ONCE:
+        raise UsageError(
+            f"--workers {n} with --semantics at-most-once: its reply cache lives in one "
+            "process, so a retry that reconnects to another worker would execute twice; "
+            "use --semantics exactly-once (idempotency keys in the shared ledger) or --workers 1"
+        )
+    if not faults.is_zero:
+        raise UsageError(
+            f"--workers {n} with --faults: fault decisions are numbered per peer inside one "
+            "process, so they would depend on which worker a peer reaches and a run could "
+            "not be replayed; use --workers 1"
+        )
+    if args.fault_backend == "kernel":
+        raise UsageError(f"--workers {n} with --fault-backend kernel: use --workers 1")
+    return semantics
+
+
+def _worker_main(
+    args: argparse.Namespace, faults: FaultSpec, sock: socket.socket, link: workers.ParentLink
+) -> int:
+    """One forked worker: the ordinary server, on the inherited socket."""
+    try:
+        return asyncio.run(_serve(args, faults, console=_WorkerConsole(link), sock=sock))
+    except (UsageError, ValueError) as err:
+        print(f"error: worker: {err}", file=sys.stderr)
+        return 2
 
 
 class ProcessCrasher:
@@ -380,7 +561,6 @@ def _stop_on_signal() -> asyncio.Event:
     return stop
 
 
-def _print_counters(server: RunningServer) -> None:
-    counters = server.context.endpoint.counters
+def _counters_line(prefix: str, counters: Mapping[str, int]) -> str:
     summary = ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "no requests"
-    print(f"[STOPPED] {summary}", flush=True)
+    return f"{prefix} {summary}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -223,8 +224,12 @@ class ServerContext:
         faults: FaultSpec | None = None,
         seed: int = 0,
         on_bad_input: Callable[[str], None] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.endpoint = endpoint
+        #: A socket already bound (and, for TCP, listening) to serve on instead
+        #: of binding host:port, e.g. one of several SO_REUSEPORT sockets.
+        self.sock = sock
         #: Requests run on the event loop (no pool, or a service that never blocks).
         self.inline = pool is None or not endpoint.blocking
         self.host = host

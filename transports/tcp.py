@@ -243,12 +243,14 @@ async def start_tcp_server(
     # A longer accept queue than asyncio's 100: a burst of connections is
     # accepted (then admitted or refused) instead of waiting on SYN retries.
     backlog = max(100, min(ctx.limits.max_connections, 4096))
+
+    def factory() -> _ServerConnection:
+        return _ServerConnection(ctx, seed_handler)
+
+    if ctx.sock is not None:
+        return await loop.create_server(factory, sock=ctx.sock, backlog=backlog)
     return await loop.create_server(
-        lambda: _ServerConnection(ctx, seed_handler),
-        ctx.host,
-        ctx.port,
-        reuse_address=True,
-        backlog=backlog,
+        factory, ctx.host, ctx.port, reuse_address=True, backlog=backlog
     )
 
 

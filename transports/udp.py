@@ -31,6 +31,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # CPython's selector datagram transport does not subclass DatagramTransport.
         self.transport = cast(asyncio.DatagramTransport, transport)
+        size_receive_buffer(transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         ctx = self.ctx
@@ -98,21 +99,43 @@ class _ServerProtocol(asyncio.DatagramProtocol):
 _NO_LINKS = Links()
 
 
+def size_receive_buffer(transport: asyncio.BaseTransport) -> None:
+    """Receive datagrams into a buffer of one message (plus a byte), not 256 KiB.
+
+    CPython's selector transport passes its ``max_size`` (256 KiB) to every
+    recvfrom(); a buffer that large is above glibc's mmap threshold, so each
+    datagram cost an mmap, an mremap and a munmap (seen with strace -c). One
+    byte more than the largest message still shows that a datagram was too
+    large: it arrives truncated to ``MAX_MESSAGE_SIZE + 1`` bytes and is
+    refused as oversize. Other loops (uvloop) have no such attribute.
+    """
+    if isinstance(getattr(transport, "max_size", None), int):
+        transport.max_size = MAX_MESSAGE_SIZE + 1  # type: ignore[attr-defined]
+
+
 def _no_reset() -> None:
     """Datagram links never reset: there is no connection to break."""
 
 
 async def start_udp_server(ctx: ServerContext) -> asyncio.DatagramTransport:
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: _ServerProtocol(ctx), local_addr=(ctx.host, ctx.port)
-    )
+    if ctx.sock is not None:
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _ServerProtocol(ctx), sock=ctx.sock
+        )
+    else:
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _ServerProtocol(ctx), local_addr=(ctx.host, ctx.port)
+        )
     return transport
 
 
 class _ClientProtocol(asyncio.DatagramProtocol):
     def __init__(self, channel: UdpChannel) -> None:
         self.channel = channel
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        size_receive_buffer(transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         through_link(self.channel.links.reply, data, self.channel.inbox.put, _no_reset)
