@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import os
 import re
 import select
 import socket
@@ -42,12 +43,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from services import text
 from transports.driver import Links, ServerContext
 from transports.faults import Direction, FaultLink, FaultSpec
 from transports.framing import SEED_HEADER, frame, seed_frame
+from transports.udp import size_receive_buffer
 from transports.wire import Request, Status, WireError, decode_reply, encode_request
 
 LISTENING = "[LISTENING]"
@@ -76,6 +79,7 @@ class _EchoTcp(asyncio.Protocol):
 class _EchoUdp(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: Any = transport
+        size_receive_buffer(transport)  # as our server does: a fair ceiling
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.transport.sendto(data, addr)
@@ -146,7 +150,13 @@ class ZeroFaultContext(ServerContext):
 
 
 def serve(
-    peer: str, transport: str, service: str, loop: str, fault_layer: bool, workers: int = 1
+    peer: str,
+    transport: str,
+    service: str,
+    loop: str,
+    fault_layer: bool,
+    workers: int = 1,
+    framing: str = "length",
 ) -> int:
     """Run one peer in this process until it is terminated."""
     if workers != 1 and peer != "ours":
@@ -166,7 +176,7 @@ def serve(
     if fault_layer:
         # The CLI is the server a user runs; only its context class changes here.
         cli.ServerContext = ZeroFaultContext  # type: ignore[attr-defined]
-    argv = ["serve", service, "--transport", transport, "--port", "0"]
+    argv = ["serve", service, "--transport", transport, "--port", "0", "--framing", framing]
     return cli.main([*argv, "--workers", str(workers)])
 
 
@@ -181,6 +191,7 @@ class Peer:
     port: int
     process: subprocess.Popen[str]
     stopped: str = ""  # the server's [STOPPED] counters line, once stopped
+    framing: str = "length"  # "seed": speaks the lab's protocol (ours --framing seed)
 
 
 def start_peer(
@@ -192,11 +203,12 @@ def start_peer(
     loop: str = "asyncio",
     fault_layer: bool = False,
     workers: int = 1,
+    framing: str = "length",
     timeout: float = 20.0,
 ) -> Peer:
     command = [sys.executable, "-m", "experiments.roundtrip", "--serve", kind]
     command += ["--transport", transport, "--service", service, "--loop", loop]
-    command += ["--workers", str(workers)]
+    command += ["--workers", str(workers), "--framing", framing]
     if fault_layer:
         command.append("--fault-layer")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -208,7 +220,28 @@ def start_peer(
         process.kill()
         process.wait(timeout=10)
         raise RuntimeError(f"peer {label} did not start: {line!r}")
-    return Peer(label, kind, transport, service, int(match.group(1)), process)
+    return Peer(label, kind, transport, service, int(match.group(1)), process, framing=framing)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of process ``pid`` and its live children (workers).
+
+    From /proc (Linux): every thread of a process counts in its own stat line;
+    forked workers are found by their parent pid. 0.0 where /proc is missing.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        # After the ")" that ends the command: state, ppid, ..., utime (12th), stime.
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def stop_peer(peer: Peer) -> None:
@@ -302,6 +335,7 @@ class Sample:
     lost: int = 0
     bad: int = 0
     sent: int = 0
+    server_cpu: float = 0.0  # CPU seconds the server used over the whole drive (if measured)
 
     @property
     def rate(self) -> float:
@@ -338,6 +372,8 @@ class _Client(asyncio.Protocol, asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        if not self.stream:
+            size_receive_buffer(transport)  # the same client cost for every UDP server
 
     def send_next(self) -> None:
         run = self.run
@@ -506,10 +542,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--fault-layer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--framing", choices=("length", "seed"), default="length", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.serve:
         return serve(
-            args.serve, args.transport, args.service, args.loop, args.fault_layer, args.workers
+            args.serve,
+            args.transport,
+            args.service,
+            args.loop,
+            args.fault_layer,
+            args.workers,
+            args.framing,
         )
     _quick(args.transports.split(","), args.seconds, args.rounds)
     return 0

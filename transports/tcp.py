@@ -48,7 +48,7 @@ class _ServerConnection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._pumping = False
-        self._fast_path = False  # set once the connection is admitted
+        self._fast_path = self._answer_inline = False  # set once the connection is admitted
         self._timer: asyncio.TimerHandle | None = None
         self._time = asyncio.get_running_loop().time
 
@@ -60,9 +60,12 @@ class _ServerConnection(asyncio.Protocol):
             transport.abort()
             return
         self.links = self.ctx.links_for_peer(stream=True)
-        # Length-prefixed frames and no request-side fault link: a whole frame
-        # per read can skip the decoder's queue (see data_received).
-        self._fast_path = self.seed_handler is None and self.links.request is None
+        # Length-prefixed frames and no request-side fault that acts: a whole
+        # frame per read can skip the decoder's queue (see data_received).
+        request, reply = self.links.request, self.links.reply
+        self._fast_path = self.seed_handler is None and (request is None or request.passthrough)
+        # A reply computed on the loop is written at once (see _execute).
+        self._answer_inline = self.ctx.inline and (reply is None or reply.passthrough)
         self._last_activity = self._time()
         self._arm_timer()
 
@@ -81,6 +84,8 @@ class _ServerConnection(asyncio.Protocol):
             length = int.from_bytes(data[:LENGTH_PREFIX_SIZE], "big")
             whole = length == len(data) - LENGTH_PREFIX_SIZE <= MAX_MESSAGE_SIZE
             if whole and not self._must_wait():
+                if self.links.request is not None:
+                    self.links.request.count_passthrough()
                 self._execute(data[LENGTH_PREFIX_SIZE:])
                 self._set_reading(self._must_wait())
                 return
@@ -164,10 +169,12 @@ class _ServerConnection(asyncio.Protocol):
     def _execute(self, message: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            if self.ctx.inline and self.links.reply is None:
+            if self._answer_inline:
                 # Answered before this returns: nothing stays in flight.
                 reply = self.ctx.answer(message)
                 if reply is not None:
+                    if self.links.reply is not None:
+                        self.links.reply.count_passthrough()
                     self._write(reply)
                 return
             self.in_flight += 1

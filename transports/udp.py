@@ -42,19 +42,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             ctx.endpoint.count("dropped_overload")
             return
         budget = int(ctx.limits.amplification_factor * len(data))
-        if ctx.faults is None and ctx.inline:
-            # No fault links and a service answered on the loop: reply directly.
-            reply = ctx.answer(data, budget)
-            transport = self.transport
-            if reply is not None and transport is not None and not transport.is_closing():
-                transport.sendto(reply, addr)
-            return
         links = self._links(addr)
-
-        def send(reply: bytes) -> None:
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.sendto(reply, addr)
-
         request_link, reply_link = links.request, links.reply
         if (request_link is None or request_link.passthrough) and (
             reply_link is None or reply_link.passthrough
@@ -62,24 +50,37 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             # Links that pass everything (or none): what through_link would do, inline.
             if request_link is not None:
                 request_link.count_passthrough()
-            if reply_link is None:
-                ctx.execute(data, send, max_reply=budget)
+            if ctx.inline:  # answered on the loop: reply directly, no callback
+                reply = ctx.answer(data, budget)
+                if reply is not None:
+                    if reply_link is not None:
+                        reply_link.count_passthrough()
+                    self._send(reply, addr)
                 return
 
-            def counted(reply: bytes) -> None:
-                reply_link.count_passthrough()
-                send(reply)
+            def send(reply: bytes) -> None:
+                if reply_link is not None:
+                    reply_link.count_passthrough()
+                self._send(reply, addr)
 
-            ctx.execute(data, counted, max_reply=budget)
+            ctx.execute(data, send, max_reply=budget)
             return
 
+        def send_faulty(reply: bytes) -> None:
+            self._send(reply, addr)
+
         def respond(reply: bytes) -> None:
-            through_link(links.reply, reply, send, _no_reset)
+            through_link(links.reply, reply, send_faulty, _no_reset)
 
         def execute(message: bytes) -> None:
             ctx.execute(message, respond, max_reply=budget)
 
         through_link(links.request, data, execute, _no_reset)
+
+    def _send(self, reply: bytes, addr: Address) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (e.g. a client that went away) must not stop the server.
