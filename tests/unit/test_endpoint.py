@@ -7,7 +7,9 @@
   pool; in-flight requests are counted and capped.
 * The TCP connection protocol over a fake transport: per-connection and
   server-wide in-flight caps (pause_reading / resume_reading), a peer that
-  does not read its replies, the slowloris frame timeout and the idle timeout.
+  does not read its replies, the slowloris frame timeout and the idle timeout;
+  the short path for one whole frame per read gives the same replies, keeps
+  the same caps and counts zero-probability fault links the same way.
 """
 
 from __future__ import annotations
@@ -447,3 +449,102 @@ def test_error_reply_sizes_without_budget_stay_within_the_message_limit() -> Non
     data = request("text.convert", {"text": "\u0390" * 4000})
     reply = endpoint.handle(data, 0.0)
     assert reply is not None and len(reply) <= MAX_MESSAGE_SIZE
+
+
+# -- one whole frame per read: the path that skips the decoder's queue ---------
+
+
+def text_frames(count: int) -> list[bytes]:
+    return [frame(request("text.convert", {"text": f"x{i}"}, f"t{i}")) for i in range(count)]
+
+
+def replies_of(transport: FakeTransport) -> list[tuple[str, Any]]:
+    decoded = [decode_reply(w[4:]) for w in transport.written]
+    return [(r.id, r.result) for r in decoded]
+
+
+@pytest.mark.parametrize("split", ["one read each", "all in one read", "byte by byte", "ragged"])
+def test_replies_do_not_depend_on_how_reads_split_the_stream(split: str) -> None:
+    async def run() -> list[tuple[str, Any]]:
+        connection, transport = connect(ServerContext(ServerEndpoint(TextService())))
+        parts = text_frames(6)
+        stream = b"".join(parts)
+        if split == "one read each":
+            reads = parts
+        elif split == "all in one read":
+            reads = [stream]
+        elif split == "byte by byte":
+            reads = [stream[i : i + 1] for i in range(len(stream))]
+        else:  # a whole frame right after a partial one, then the rest
+            reads = [parts[0][:7], parts[0][7:] + parts[1], parts[2], parts[3][:2]]
+            reads += [parts[3][2:], parts[4] + parts[5]]
+        for data in reads:
+            connection.data_received(data)
+        return replies_of(transport)
+
+    got = asyncio.run(run())
+    assert got == [(f"t{i}", {"lower": f"x{i}", "upper": f"X{i}"}) for i in range(6)]
+
+
+def test_single_frame_reads_respect_the_connection_cap() -> None:
+    async def run() -> None:
+        service = GateService()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            limits = ServerLimits(max_in_flight_per_connection=2)
+            ctx = ServerContext(ServerEndpoint(service), pool=pool, limits=limits)
+            connection, transport = connect(ctx)
+            for i in range(5):  # a read may still arrive after pause_reading
+                connection.data_received(frame(request("gate.go", {}, f"g{i}")))
+            assert connection.in_flight == 2 and not transport.reading
+            assert ctx.peak_in_flight == 2
+            service.gate.set()
+            await eventually(lambda: len(transport.written) == 5)
+            assert transport.reading and connection.in_flight == 0
+            assert sorted(decode_reply(w[4:]).id for w in transport.written) == [
+                f"g{i}" for i in range(5)
+            ]
+
+    asyncio.run(run())
+
+
+def test_a_single_frame_read_waits_while_the_peer_reads_no_replies() -> None:
+    async def run() -> None:
+        connection, transport = connect(ServerContext(ServerEndpoint(TextService())))
+        connection.pause_writing()
+        for data in text_frames(3):
+            connection.data_received(data)
+        assert transport.written == [] and not transport.reading
+        connection.resume_writing()
+        assert [r[0] for r in replies_of(transport)] == ["t0", "t1", "t2"]
+
+    asyncio.run(run())
+
+
+class PassthroughLinkContext(ServerContext):
+    """Every peer gets fault links whose probabilities are all zero."""
+
+    def links_for_peer(self, *, stream: bool) -> Any:
+        from transports.driver import Links
+        from transports.faults import FaultLink, FaultSpec
+
+        spec = FaultSpec()
+        return Links(
+            FaultLink(spec, 0, "peer/request", stream=stream),
+            FaultLink(spec, 0, "peer/reply", stream=stream),
+        )
+
+
+def test_zero_probability_links_count_every_message_on_the_short_path() -> None:
+    async def run() -> None:
+        connection, transport = connect(PassthroughLinkContext(ServerEndpoint(TextService())))
+        reads = text_frames(4)
+        for data in [reads[0], reads[1] + reads[2], reads[3]]:
+            connection.data_received(data)
+        assert [r[0] for r in replies_of(transport)] == ["t0", "t1", "t2", "t3"]
+        links = connection.links
+        assert links.request is not None and links.reply is not None
+        assert links.request.passthrough
+        assert links.request.counters["messages"] == 4
+        assert links.reply.counters["messages"] == 4
+
+    asyncio.run(run())
