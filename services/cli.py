@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="requests queued or executing at once; beyond, TCP stops reading, UDP drops",
     )
+    serve.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop: uvloop (libuv; the optional bench extra) is faster, notably for UDP",
+    )
     serve.add_argument("--verbose", action="store_true", help="log rejected input")
 
     client = commands.add_parser("client", help="interactive client (also reads piped input)")
@@ -180,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 <= args.port <= 65535:
             raise UsageError(f"--port must be 0..65535, got {args.port}")
         if args.command == "serve":
+            _use_loop(args.loop)  # before any loop exists; forked workers inherit it
             if args.workers != 1:
                 return serve_workers(args, faults)
             return asyncio.run(serve(args, faults))
@@ -201,6 +208,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _use_loop(name: str) -> None:
+    """Make ``asyncio.run`` use the event loop ``name``."""
+    if name == "asyncio":
+        return
+    try:
+        import uvloop
+    except ImportError as err:
+        raise UsageError("--loop uvloop needs uvloop: pip install -e '.[bench]'") from err
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _client_settings(args: argparse.Namespace) -> RetrySettings:
@@ -370,10 +388,11 @@ def _listening_line(
 ) -> str:
     """The one line experiments and tests parse for the port (keep its format)."""
     crashing = f", crash point {args.crash_point}" if faults.crash > 0.0 else ""
+    loop = f", loop {args.loop}" if args.loop != "asyncio" else ""
     return (
         f"[LISTENING] {args.service} on {args.transport}://{host}:{port} "
         f"(semantics {semantics.value}, framing {args.framing}, faults {faults or 'none'}"
-        f"{crashing})"
+        f"{crashing}{loop})"
     )
 
 

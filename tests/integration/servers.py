@@ -55,6 +55,7 @@ class Served:
 
     proc: subprocess.Popen[str]
     port: int
+    banner: str = ""  # the [LISTENING] line
     counters: Counter[str] = field(default_factory=Counter)
     stderr: str = ""
 
@@ -87,7 +88,7 @@ def serve_process(*args: str) -> Iterator[Served]:
         line = proc.stdout.readline()
         match = LISTENING.search(line)
         assert match, f"server did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
-        server = Served(proc, int(match.group(1)))
+        server = Served(proc, int(match.group(1)), banner=line)
         yield server
     finally:
         proc.send_signal(signal.SIGTERM)  # by pid: only the process we started

@@ -50,6 +50,25 @@ def test_atm_piped_session_shows_10002(transport: str, tmp_path: Path) -> None:
     assert "Error rate: 0.00" in done.stdout
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_atm_on_uvloop(transport: str, workers: str, tmp_path: Path) -> None:
+    pytest.importorskip("uvloop")  # in the test extra; absent only off Linux/macOS
+    db = str(tmp_path / "bank.sqlite3")
+    args = ("bank", "--transport", transport, "--db", db, "--loop", "uvloop")
+    with serve_process(*args, "--workers", workers, "--semantics", "exactly-once") as served:
+        assert "loop uvloop" in served.banner
+        done = client(
+            "atm",
+            "--transport",
+            transport,
+            "--port",
+            str(served.port),
+            stdin="1\n1234\n2\n2\n1\n4\n",
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("Your balance is 10002") == 2
+
+
 def test_atm_wrong_pin_then_right(transport: str, tmp_path: Path) -> None:
     with server("bank", "--transport", transport, "--db", str(tmp_path / "b.sqlite3")) as port:
         done = client(
