@@ -69,14 +69,27 @@ DEFAULT_TEXT = "text"  # our text server as it starts by default: one process
 SEED_FRAMING = "text, seed framing"  # our server speaking the lab's protocol
 
 
+UVLOOP_TEXT = "text uvloop"  # our text server on uvloop (serve --loop uvloop)
+
+
 def workers_label(workers: int) -> str:
     """The label of our text server run as ``workers`` processes."""
     return f"text x{workers}"
 
 
-def _processes(label: str) -> int:
-    """How many processes the text configuration ``label`` runs (text: 1, text xN: N)."""
-    return int(label.removeprefix("text x")) if label.startswith("text x") else 1
+def _text_config(label: str) -> str | None:
+    """How the text configuration ``label`` of ours runs, or None if it is not one.
+
+    The default server, ``text xN`` (N processes) and ``text uvloop``; the
+    seed-framing and fault-layer variants measure something else.
+    """
+    if label == DEFAULT_TEXT:
+        return "1 process"
+    if label == UVLOOP_TEXT:
+        return "1 process on uvloop"
+    if label.startswith("text x") and label.removeprefix("text x").isdigit():
+        return f"{label.removeprefix('text x')} processes"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +144,8 @@ def start_servers(
             if workers > 1:
                 label = workers_label(workers)
                 peers.append(start_peer(label, "ours", t, "text", workers=workers))
+            if uvloop:
+                peers.append(start_peer(UVLOOP_TEXT, "ours", t, "text", loop="uvloop"))
     return peers
 
 
@@ -240,8 +255,8 @@ def summarise(samples: dict[tuple[str, str, int], list[Sample]]) -> list[dict[st
     def rank(label: str) -> tuple[int, int]:
         if label in order:
             return order.index(label), 0
-        if label.startswith("text x"):  # the multi-process text servers right after text
-            return order.index("text"), _processes(label)
+        if _text_config(label):  # the other text configurations right after text
+            return order.index("text"), 1
         return len(order), 0
 
     rows.sort(key=lambda r: (r["transport"], rank(str(r["server"])), r["clients"]))
@@ -470,8 +485,7 @@ def targets(
             goal = TARGETS["one_client_vs_echo"]
             add(f"{t} text, 1 client / echo", one["vs_echo"], f">= {goal}", one["vs_echo"] >= goal)
         for label, worst, best in _worst_vs_seed(rows, t):
-            processes = _processes(label)
-            which = f"{processes} process{'es' if processes > 1 else ''}"
+            which = str(_text_config(label))
             if label == DEFAULT_TEXT:
                 which = f"default, {which}" + (", best of ours" if best else "")
             else:
@@ -548,7 +562,7 @@ def _worst_vs_seed(
         label = r["server"]
         if r["transport"] != transport or not r["vs_seed"]:
             continue
-        if label != DEFAULT_TEXT and not label.startswith("text x"):
+        if _text_config(label) is None:
             continue
         if label not in worst or r["vs_seed"] < worst[label]["vs_seed"]:
             worst[label] = r
@@ -582,6 +596,7 @@ def render(report: dict[str, Any]) -> str:
         f"{env['cpus']} CPUs. Requests: text.convert('hello world'), numbers.check('2147483647'), "
         f"bank.deposit(amount 1, exactly-once); echo and seed peers get text. "
         f"text xN: the text server as N processes sharing the port (serve --workers N); "
+        f"text uvloop: on uvloop (serve --loop uvloop); "
         f"'{SEED_FRAMING}': our server speaking the lab's protocol (serve --framing seed). "
         f"Server CPU us/req: the server processes' CPU time from /proc over each window "
         f"(warm-up and drain included) per request sent, median over rounds.",

@@ -319,3 +319,17 @@ def test_throughput_targets_name_the_default_and_the_best_text_server() -> None:
     judged = {t["target"]: t["measured"] for t in throughput.targets(rows, [])}
     assert judged["tcp text / seed, worst over clients (1; default, 1 process)"] == 0.4
     assert judged["tcp text x2 / seed, worst over clients (1; best of ours, 2 processes)"] == 0.45
+
+
+def test_best_of_ours_covers_uvloop_but_not_the_lab_protocol_variant() -> None:
+    def row(server: str, clients: int, vs_seed: float) -> dict[str, object]:
+        return dict(transport="tcp", server=server, clients=clients, vs_seed=vs_seed, vs_echo=None)
+
+    rows = [row("text", 1, 0.4), row("text uvloop", 1, 0.7), row("text uvloop", 64, 0.9)]
+    rows.append(row("text, seed framing", 1, 2.0))
+    judged = {t["target"]: t["measured"] for t in throughput.targets(rows, [])}
+    assert judged["tcp text / seed, worst over clients (1; default, 1 process)"] == 0.4
+    best = "tcp text uvloop / seed, worst over clients (1; best of ours, 1 process on uvloop)"
+    assert judged[best] == 0.7
+    info = [t for t in throughput.targets(rows, []) if "seed framing / seed" in t["target"]]
+    assert len(info) == 1 and info[0]["measured"] == 2.0 and info[0]["met"] is None
