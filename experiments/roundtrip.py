@@ -171,11 +171,12 @@ def serve(
     if peer == "seed":
         _seed_server()
         return 0
-    from services import cli
+    from services import cli, server
 
     if fault_layer:
-        # The CLI is the server a user runs; only its context class changes here.
-        cli.ServerContext = ZeroFaultContext  # type: ignore[attr-defined]
+        # The CLI is the server a user runs; only its context class changes here
+        # (in services.server, which builds it; forked workers inherit the change).
+        server.ServerContext = ZeroFaultContext  # type: ignore[attr-defined]
     argv = ["serve", service, "--transport", transport, "--port", "0", "--framing", framing]
     return cli.main([*argv, "--workers", str(workers)])
 

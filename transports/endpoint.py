@@ -15,7 +15,7 @@ transport has not validated the peer's address.
 before the service executes a request and ``(request, AFTER_APPLY)`` just
 after it returned (its ledger change committed) and before the reply is
 cached, encoded or sent: the two points where a process-crash injector
-(``services.cli``) kills a real server.
+(``services.crash_hook``) kills a real server.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from experiments.crashes import RealCell, RealRun, run_real_cell
 from experiments.runner import Cell
 from experiments.supervisor import Supervisor, SupervisorError, free_port
 from experiments.workload import open_accounts
-from services.cli import ProcessCrasher
+from services.crash_hook import ProcessCrasher
 from services.ledger import Ledger
 from transports.call import Outcome, RetrySettings
 from transports.client import RpcClient, open_channel

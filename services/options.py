@@ -1,0 +1,53 @@
+"""Serve options turned into checked values; ``UsageError`` for a bad one.
+
+Shared by the single-process server (``services.server``) and ``serve
+--workers N`` (``services.server_workers``), which must refuse a bad value the
+same way: the workers' parent checks everything before it forks, so no worker
+is left to fail on an option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from transports.driver import ServerLimits
+from transports.semantics import Semantics
+
+__all__ = [
+    "DEFAULT_SEMANTICS",
+    "LOOPBACK",
+    "UsageError",
+    "served_semantics",
+    "server_limits",
+    "warn_if_exposed",
+]
+
+DEFAULT_SEMANTICS = {"text": "at-least-once", "numbers": "at-least-once", "bank": "exactly-once"}
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class UsageError(Exception):
+    """A bad option value: printed as one line, exit status 2."""
+
+
+def served_semantics(args: argparse.Namespace) -> Semantics:
+    """``--semantics``, or the service's default."""
+    return Semantics(args.semantics or DEFAULT_SEMANTICS[args.service])
+
+
+def server_limits(args: argparse.Namespace) -> ServerLimits:
+    try:
+        return ServerLimits(
+            max_connections=args.max_connections,
+            frame_timeout=args.frame_timeout,
+            idle_timeout=args.idle_timeout,
+            max_in_flight=args.max_in_flight,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def warn_if_exposed(host: str) -> None:
+    if host not in LOOPBACK:
+        print(f"warning: binding to {host}, reachable beyond this machine", file=sys.stderr)

@@ -1,0 +1,206 @@
+"""Run one server process: a service wired to a transport, until SIGINT/SIGTERM.
+
+``serve`` is ``python -m services serve`` with one process; ``run_server`` is
+the server itself, which each ``--workers`` worker also runs
+(``services.server_workers``), with a ``Console`` saying where its output
+goes. It builds the service (the bank's SQLite ledger), the endpoint with its
+call semantics and crash hook, and the transport's ``ServerContext`` (looked
+up here at run time: ``experiments.roundtrip`` replaces it to add a zero-fault
+layer), and prints the ``[LISTENING]`` and ``[STOPPED]`` lines experiments
+parse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import signal
+import socket
+import sys
+from collections.abc import Callable, Mapping
+
+from services import numbers, text
+from services.bank import BankService
+from services.base import Service
+from services.crash_hook import ProcessCrasher
+from services.ledger import Ledger
+from services.options import UsageError, served_semantics, server_limits, warn_if_exposed
+from transports import netns
+from transports.client import start_server
+from transports.driver import ServerContext
+from transports.endpoint import ServerEndpoint
+from transports.faults import FaultSpec
+from transports.semantics import Semantics
+from transports.tcp import SeedHandler
+
+__all__ = [
+    "DISCONNECT",
+    "Console",
+    "cannot_listen",
+    "counters_line",
+    "listening_line",
+    "make_seed_handler",
+    "make_service",
+    "run_server",
+    "serve",
+]
+
+DISCONNECT = "!DISCONNECT"  # the lab's end-of-session message
+
+
+def make_service(args: argparse.Namespace, faults: FaultSpec) -> tuple[Service, Callable[[], None]]:
+    """The service object and how to release what it holds."""
+    if args.service == "text":
+        return text.TextService(), lambda: None
+    if args.service == "numbers":
+        return numbers.NumbersService(), lambda: None
+    try:
+        ledger = Ledger(args.db, fail_probability=faults.app_fail, seed=args.seed)
+    except Exception as err:  # sqlite3 errors, unreadable file, not a database
+        raise UsageError(f"cannot open ledger {args.db!r}: {err}") from err
+    return BankService(ledger), ledger.close
+
+
+def make_seed_handler(service: str) -> SeedHandler:
+    """The lab's plain-text protocol for the text and numbers services."""
+    if service == "text":
+        return lambda line: (text.seed_reply(line), line == DISCONNECT)
+    if service == "numbers":
+        return lambda line: (
+            ("[Disconnected]", True) if line == DISCONNECT else (numbers.seed_reply(line), False)
+        )
+    raise UsageError("--framing seed is only for the text and numbers services")
+
+
+async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
+    if args.fault_backend == "kernel":
+        return await _serve_in_namespace(args, faults)
+    warn_if_exposed(args.host)
+    return await run_server(args, faults)
+
+
+async def _serve_in_namespace(args: argparse.Namespace, faults: FaultSpec) -> int:
+    """Serve in namespace b of a fresh veth pair; the kernel drops packets between a and b.
+
+    The server socket is created inside b (``netns.inside`` switches only this
+    thread, only while binding); application faults (``app_fail``, ``crash``)
+    stay in-process. The pair and its rules are removed on exit.
+    """
+    reason = netns.support().skip_reason()
+    if reason is not None:
+        raise UsageError(f"--fault-backend kernel: {reason}")
+    link = dataclasses.replace(faults, app_fail=0.0, crash=0.0)
+    with netns.NetnsPair() as pair:
+        try:
+            pair.apply(link)
+        except netns.NetnsError as err:
+            raise UsageError(f"--fault-backend kernel: {err}") from err
+        args.host = pair.b.address
+        print(
+            f"[NETNS] kernel faults [{link}] between namespaces; clients run in "
+            f"{pair.a.netns}: ip netns exec {pair.a.netns} python -m services client ... "
+            f"--host {pair.b.address}",
+            flush=True,
+        )
+        in_process = FaultSpec(app_fail=faults.app_fail, crash=faults.crash)
+        return await run_server(args, in_process, namespace=pair.b.netns)
+
+
+class Console:
+    """What a server process tells whoever started it: on stdout, for an operator."""
+
+    def listening(self, line: str) -> None:
+        print(line, flush=True)
+
+    def serving(self, stop: asyncio.Event) -> None:
+        """Called once serving; ``stop`` ends the server."""
+
+    def stopped(self, counters: Mapping[str, int]) -> None:
+        print(counters_line("[STOPPED]", counters), flush=True)
+
+
+async def run_server(
+    args: argparse.Namespace,
+    faults: FaultSpec,
+    namespace: str | None = None,
+    console: Console | None = None,
+    sock: socket.socket | None = None,
+) -> int:
+    """Run the server until SIGINT/SIGTERM, injecting ``faults`` in-process.
+
+    ``sock``: serve on this bound socket (a ``--workers`` worker's share of
+    the port) instead of binding ``--host``/``--port``.
+    """
+    console = console or Console()
+    seed_handler = make_seed_handler(args.service) if args.framing == "seed" else None
+    limits = server_limits(args)  # before the ledger opens: a bad value must not leak it
+    service, release = make_service(args, faults)
+    semantics = served_semantics(args)
+    crasher = None
+    if faults.crash > 0.0:
+        crasher = ProcessCrasher(faults.crash, args.crash_point, args.seed)
+    endpoint = ServerEndpoint(service, semantics, crash_hook=crasher)
+    stop = _stop_on_signal()
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.threads)) as pool:
+        context = ServerContext(
+            endpoint,
+            host=args.host,
+            port=args.port,
+            pool=pool,
+            limits=limits,
+            faults=None if faults.is_zero else faults,
+            seed=args.seed,
+            sock=sock,
+            on_bad_input=(lambda what: print(f"[REJECTED] {what}", file=sys.stderr))
+            if args.verbose
+            else None,
+        )
+        try:
+            with netns.inside(namespace) if namespace else contextlib.nullcontext():
+                server = await start_server(args.transport, context, seed_handler)
+        except OSError as err:
+            release()
+            raise cannot_listen(args, err) from err
+        console.listening(listening_line(args, server.host, server.port, semantics, faults))
+        console.serving(stop)
+        await stop.wait()
+        await server.close()
+    release()
+    console.stopped(server.context.endpoint.counters)
+    return 0
+
+
+def cannot_listen(args: argparse.Namespace, err: OSError) -> UsageError:
+    return UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}")
+
+
+def listening_line(
+    args: argparse.Namespace, host: str, port: int, semantics: Semantics, faults: FaultSpec
+) -> str:
+    """The one line experiments and tests parse for the port (keep its format)."""
+    crashing = f", crash point {args.crash_point}" if faults.crash > 0.0 else ""
+    loop = f", loop {args.loop}" if args.loop != "asyncio" else ""
+    return (
+        f"[LISTENING] {args.service} on {args.transport}://{host}:{port} "
+        f"(semantics {semantics.value}, framing {args.framing}, faults {faults or 'none'}"
+        f"{crashing}{loop})"
+    )
+
+
+def counters_line(prefix: str, counters: Mapping[str, int]) -> str:
+    summary = ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "no requests"
+    return f"{prefix} {summary}"
+
+
+def _stop_on_signal() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM; installed before [LISTENING] is printed,
+    so a supervisor that signals as soon as it reads that line stops us cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
