@@ -33,7 +33,7 @@ class Outcome(enum.Enum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class CallResult:
     request: Request
     outcome: Outcome
@@ -41,6 +41,22 @@ class CallResult:
     attempts: int
     started: float
     finished: float
+
+    # One per logical operation: built by writing __dict__, as wire.Request is,
+    # instead of the generated frozen __init__ (a call per field).
+    # Assignment after construction still raises.
+    def __init__(
+        self,
+        request: Request,
+        outcome: Outcome,
+        reply: Reply | None,
+        attempts: int,
+        started: float,
+        finished: float,
+    ) -> None:
+        fields = self.__dict__
+        fields["request"], fields["outcome"], fields["reply"] = request, outcome, reply
+        fields["attempts"], fields["started"], fields["finished"] = attempts, started, finished
 
     @property
     def latency(self) -> float:
@@ -81,7 +97,7 @@ class Call:
     def __init__(self, request: Request, settings: RetrySettings, rng: random.Random) -> None:
         self.request = request
         self.settings = settings
-        self._schedule: RetrySchedule = settings.policy.schedule(rng=rng, rto=settings.rto)
+        self._schedule = RetrySchedule(settings.policy, rng=rng, rto=settings.rto)
         self._state = _State.WAITING
         self._timer = 0.0
         self.attempts = 0
@@ -101,7 +117,7 @@ class Call:
 
     def next_timer(self) -> float | None:
         """When ``on_timer`` must run next (absolute time); None once done."""
-        return None if self.done else self._timer
+        return None if self._state is _State.DONE else self._timer
 
     def on_timer(self, now: float) -> bytes | None:
         if self._state is _State.WAITING and now >= self._timer:
@@ -124,7 +140,7 @@ class Call:
 
     def on_reply(self, data: bytes, now: float) -> bool:
         """Feed a received message; True when it answered this call."""
-        if self.done:
+        if self._state is _State.DONE:
             return False
         try:
             reply = decode_reply(data)
@@ -134,10 +150,11 @@ class Call:
             return False  # a late reply to an earlier call
         # Karn's rule: an RTT sample only from a call answered on its first
         # attempt, where the reply cannot belong to another transmission.
-        if self.attempts == 1 and self.settings.rto is not None:
-            self.settings.rto.on_sample(now - self._sent_at)
-        if self.settings.budget is not None:
-            self.settings.budget.on_success()
+        settings = self.settings
+        if self.attempts == 1 and settings.rto is not None:
+            settings.rto.on_sample(now - self._sent_at)
+        if settings.budget is not None:
+            settings.budget.on_success()
         if reply.status is Status.OK:
             outcome = Outcome.OK
         elif reply.error_code in INDETERMINATE_ERRORS:
@@ -148,13 +165,14 @@ class Call:
         return True
 
     def _send(self, now: float) -> bytes:
-        self.attempts += 1
+        self.attempts = attempt = self.attempts + 1
         self._sent_at = now
         self._state = _State.WAITING
-        self._timer = now + self._schedule.attempt_timeout(self.attempts)
-        return encode_request(
-            Request(self.request.id, self.request.op, self.request.args, self.attempts)
-        )
+        self._timer = now + self._schedule.attempt_timeout(attempt)
+        request = self.request
+        if request.attempt != attempt:  # the caller's own Request serves when it matches
+            request = Request(request.id, request.op, request.args, attempt)
+        return encode_request(request)
 
     def _attempt_failed(self, now: float) -> None:
         budget = self.settings.budget

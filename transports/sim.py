@@ -106,13 +106,19 @@ def random_crashes(rate: float, seed: int) -> CrashPolicy:
     return crash_at
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SimRequest:
     """One logical operation a simulated client performs."""
 
     request_id: str
     op: str
     args: dict[str, Any]
+
+    # One per planned operation: built by writing __dict__ (as ``wire.Request``)
+    # rather than by the generated frozen __init__, which costs a call per field.
+    def __init__(self, request_id: str, op: str, args: dict[str, Any]) -> None:
+        fields = self.__dict__
+        fields["request_id"], fields["op"], fields["args"] = request_id, op, args
 
 
 @dataclass
@@ -187,14 +193,29 @@ class _Sim:
         req = plan[pos]
         call = Call(Request(req.request_id, req.op, req.args), self.settings[i], self.rngs[i])
         self.calls[i] = call
-        self.send(now, i, call.start(now))
-        self.arm(i, call)
+        data = call.start(now)
+        if self.stream or self.request_links[i] is not None:
+            self.send(now, i, data)
+        else:  # ``send`` then ``transmit`` without a link, inlined: the common case
+            self.messages += 1
+            heapq.heappush(
+                self.heap,
+                (now + self.latency, next(self.seq), self.on_server, i, self.epoch[i], data),
+            )
+        # ``arm``, inlined: a fresh Call always has a timer.
+        at = call.next_timer()
+        if at is not None and at < self.timer_at[i]:
+            self.timer_at[i] = at
+            self.timer_gen[i] += 1
+            heapq.heappush(
+                self.heap, (at, next(self.seq), self.on_timer, i, self.timer_gen[i], b"")
+            )
 
     def progress(self, now: float, i: int, call: Call) -> None:
         """After the Call changed state: record it when done, else re-arm its timer."""
-        if call.done:
-            assert call.result is not None
-            self.results[i].append(call.result)
+        result = call.result  # set exactly when the Call is done
+        if result is not None:
+            self.results[i].append(result)
             self.start_next(now, i)
         else:
             self.arm(i, call)
@@ -278,8 +299,11 @@ class _Sim:
         if epoch != self.epoch[i]:
             return  # sent on a connection that has since been reset
         link = self.reply_links[i]
-        if link is None:
-            self.deliver(now, i, epoch, data)
+        if link is None:  # ``deliver``, inlined: the common case
+            call = self.calls[i]
+            assert call is not None
+            if call.on_reply(data, now):
+                self.progress(now, i, call)
             return
         verdict = link.apply(data, now)
         if verdict.reset:
@@ -310,22 +334,29 @@ class _Sim:
         if self.hook is not None:
             self.hook(now, data)
         arrival = self.arrivals
-        self.arrivals += 1
-        point = self.crash_policy(arrival) if self.crash_policy is not None else None
-        if point is CrashPoint.BEFORE_APPLY:
-            self.crash(arrival, point)
-        admitted = self.endpoint.admit(data, now)
+        self.arrivals = arrival + 1
+        point = None
+        if self.crash_policy is not None:
+            point = self.crash_policy(arrival)
+            if point is CrashPoint.BEFORE_APPLY:
+                self.crash(arrival, point)
+        endpoint = self.endpoint
+        admitted = endpoint.admit(data, now)
         if isinstance(admitted, Request):
             if self.service_time:
                 done = now + self.service_time
                 pending = (admitted, self.server_life, arrival, point)
                 heapq.heappush(self.heap, (done, next(self.seq), self.on_finish, i, epoch, pending))
                 return
-            admitted = self.endpoint.finish(admitted, now)
+            admitted = endpoint.finish(admitted, now)
         if point is CrashPoint.AFTER_APPLY:
             self.crash(arrival, point)  # whatever the server had to say is lost
             return
-        self.reply(now, i, epoch, admitted)
+        if admitted is not None:  # ``reply``, inlined
+            self.messages += 1
+            heapq.heappush(
+                self.heap, (now + self.latency, next(self.seq), self.on_reply, i, epoch, admitted)
+            )
 
     def on_finish(
         self, now: float, i: int, epoch: int, pending: tuple[Request, int, int, CrashPoint | None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -29,9 +30,11 @@ def ctx(now: float = 0.0, request_id: str | None = None, idempotent: bool = Fals
     return CallContext(request_id or f"req-{next(_ids)}", now, idempotent)
 
 
-@pytest.fixture
-def bank() -> Iterator[BankService]:
-    with Ledger(scrypt_n=FAST_N, session_ttl=60.0) as ledger:
+@pytest.fixture(params=["file", "memory"])
+def bank(request: pytest.FixtureRequest) -> Iterator[BankService]:
+    """Each test over a file ledger and over the simulator's in-memory one."""
+    in_memory = request.param == "memory"
+    with Ledger(scrypt_n=FAST_N, session_ttl=60.0, in_memory=in_memory) as ledger:
         yield BankService(ledger)
 
 
@@ -117,6 +120,9 @@ def test_unknown_operation(bank: BankService, op: str) -> None:
         ("bank.withdraw", {"token": "t", "amount": -5}, "amount must be in"),
         ("bank.withdraw", {"token": "t", "amount": MAX_AMOUNT + 1}, "amount must be in"),
         ("bank.withdraw", {"token": "t", "amount": 1, "account": 2}, "unexpected field"),
+        # As many fields as expected, one misspelt: missing (and unexpected).
+        ("bank.deposit", {"token": "t", "amunt": 5}, "missing field"),
+        ("bank.balance", {"tokn": "t"}, "missing field"),
     ],
 )
 def test_bad_arguments_are_refused(
@@ -133,6 +139,12 @@ def test_bad_amount_with_valid_token_changes_nothing(bank: BankService) -> None:
         with pytest.raises(InvalidArgument):
             call(bank, "bank.deposit", token=token, amount=amount)
     assert bank.ledger.balance(1) == 10_000
+
+
+def test_any_mapping_of_the_right_fields_is_accepted(bank: BankService) -> None:
+    token = login(bank)
+    args = MappingProxyType({"token": token, "amount": 5})  # not a dict: the full checks
+    assert bank.handle("bank.deposit", args, ctx()) == {"account": 1, "balance": 10_005}
 
 
 def test_arguments_must_be_a_mapping(bank: BankService) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -32,9 +33,10 @@ FAST_N = 2**10  # cheap scrypt for tests; the default is exercised once below
 DEMO = [(1, "Dibbyo Roy", 10_000), (2, "Abdullah Ashik", 10_000), (3, "Abir Hasan", 10_000)]
 
 
-@pytest.fixture
-def ledger() -> Iterator[Ledger]:
-    with Ledger(scrypt_n=FAST_N) as led:
+@pytest.fixture(params=["file", "memory"])
+def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    """Each test on a file ledger and on the simulator's in-memory one."""
+    with Ledger(scrypt_n=FAST_N, in_memory=request.param == "memory") as led:
         yield led
 
 
@@ -140,8 +142,8 @@ def test_default_scrypt_cost_works() -> None:
             led.login(3, "0000", now=0.0)
 
 
-def test_pin_is_stored_as_salted_scrypt_hash(ledger: Ledger) -> None:
-    with closing(sqlite3.connect(ledger.path)) as raw:
+def test_pin_is_stored_as_salted_scrypt_hash() -> None:
+    with Ledger(scrypt_n=FAST_N) as ledger, closing(sqlite3.connect(ledger.path)) as raw:
         rows = raw.execute("SELECT pin_salt, pin_hash FROM accounts").fetchall()
     assert len(rows) == 3
     for salt, pin_hash in rows:
@@ -393,3 +395,108 @@ def test_concurrent_idempotent_repeats_apply_once(ledger: Ledger) -> None:
         results = set(pool.map(work, range(threads)))
     assert results == {10_030}
     assert ledger.applications() == {"same-request": 1}
+
+
+# -- session-bound deposits and withdrawals (deposit_for / withdraw_for) -------
+
+
+def test_stored_idempotent_result_keeps_its_on_disk_format(tmp_path: Path) -> None:
+    # The idempotency table's JSON is read back after restarts (and by older
+    # code): it must stay exactly json.dumps(result, sort_keys=True).
+    path = str(tmp_path / "bank.sqlite3")
+    with Ledger(path, scrypt_n=FAST_N) as led:
+        led.deposit(1, 250, "d", idempotent=True)
+        led.withdraw(2, 7, "w", idempotent=True)
+    with closing(sqlite3.connect(path)) as conn:
+        stored = dict(conn.execute("SELECT key, result FROM idempotency").fetchall())
+    assert stored == {
+        "d": json.dumps(
+            {"kind": "deposit", "account": 1, "amount": 250, "balance": 10_250}, sort_keys=True
+        ),
+        "w": json.dumps(
+            {"kind": "withdraw", "account": 2, "amount": 7, "balance": 9_993}, sort_keys=True
+        ),
+    }
+
+
+def test_session_bound_operations_match_the_two_steps(ledger: Ledger) -> None:
+    token, _ = ledger.login(2, "1234", now=0.0)
+    assert ledger.deposit_for(token, 100, "d", 1.0) == (2, 10_100)
+    assert ledger.withdraw_for(token, 50, "w", 1.0, idempotent=True) == (2, 10_050)
+    ledger.deposit(2, 1, "between")
+    # A repeat answers the first result and applies nothing.
+    assert ledger.withdraw_for(token, 50, "w", 1.0, idempotent=True) == (2, 10_050)
+    with pytest.raises(InvalidArgument, match="already used"):
+        ledger.deposit_for(token, 50, "w", 1.0, idempotent=True)
+    assert ledger.balance(2) == 10_051
+    assert ledger.applications() == {"d": 1, "w": 1, "between": 1}
+    assert ledger.reconcile() == []
+
+
+def test_session_bound_operations_check_the_session_first() -> None:
+    with Ledger(scrypt_n=FAST_N, session_ttl=60.0, in_memory=True) as led:
+        token, _ = led.login(1, "1234", now=1000.0)
+        led.deposit_for(token, 5, "first", 1000.0, idempotent=True)
+        # Expired, unknown or logged out: Unauthenticated, even for a repeat
+        # and before the request id or the account is looked at.
+        for bad_token, now, request_id in (
+            (token, 1060.0, "first"),
+            (token, 1060.0, "x" * 300),
+            ("not-a-token", 1000.0, "r"),
+            ("not-a-token", 1000.0, ""),
+        ):
+            for method in (led.deposit_for, led.withdraw_for):
+                with pytest.raises(Unauthenticated):
+                    method(bad_token, 5, request_id, now, idempotent=True)
+        # A live session with a bad request id or amount: InvalidArgument.
+        with pytest.raises(InvalidArgument, match="request id"):
+            led.deposit_for(token, 5, "x" * 300, 1059.0)
+        with pytest.raises(InvalidArgument, match="amount"):
+            led.withdraw_for(token, 0, "r", 1059.0)
+        led.logout(token)
+        with pytest.raises(Unauthenticated):
+            led.deposit_for(token, 5, "r", 1059.0)
+        assert led.applications() == {"first": 1}
+        assert led.balance(1) == 10_005
+
+
+def test_session_bound_refusals_change_nothing(ledger: Ledger) -> None:
+    ledger.create_account(9, "Near limit", "1234", MAX_BALANCE - 5)
+    rich, _ = ledger.login(9, "1234", now=0.0)
+    poor, _ = ledger.login(3, "1234", now=0.0)
+    for idempotent in (False, True):
+        with pytest.raises(InsufficientFunds):
+            ledger.withdraw_for(poor, 10_001, f"w{idempotent}", 0.0, idempotent=idempotent)
+        with pytest.raises(LimitExceeded):
+            ledger.deposit_for(rich, 6, f"d{idempotent}", 0.0, idempotent=idempotent)
+    assert ledger.applications() == {}
+    # The refusals were not stored: the same ids succeed once possible.
+    assert ledger.deposit_for(rich, 5, "dTrue", 0.0, idempotent=True) == (9, MAX_BALANCE)
+    assert ledger.withdraw_for(poor, 10_000, "wTrue", 0.0, idempotent=True) == (3, 0)
+    assert ledger.reconcile() == []
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_session_bound_failures_draw_like_the_two_steps(in_memory: bool) -> None:
+    # Same seed, same draws, same failures: whichever path runs, only requests
+    # that would really execute draw, and a repeat never fails.
+    def run(bound: bool) -> list[object]:
+        with Ledger(scrypt_n=FAST_N, fail_probability=0.5, seed=7, in_memory=in_memory) as led:
+            token, _ = led.login(1, "1234", now=0.0)
+            seen: list[object] = []
+            for i in range(30):
+                request_id = f"r{i // 2}"  # each id twice: the repeat of a success never draws
+                try:
+                    if bound:
+                        seen.append(led.deposit_for(token, 1, request_id, 0.0, idempotent=True))
+                    else:
+                        seen.append((1, led.deposit(1, 1, request_id, idempotent=True)))
+                except TransactionFailed:
+                    seen.append("failed")
+            assert led.reconcile() == []
+            seen.append(led.applications())
+            return seen
+
+    two_steps = run(bound=False)
+    assert run(bound=True) == two_steps
+    assert "failed" in two_steps
