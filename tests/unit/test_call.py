@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
-from transports.call import Call, Outcome, RetrySettings
+from transports.call import Call, CallResult, Outcome, RetrySettings
 from transports.retry import RetryBudget, RetryPolicy, RtoEstimator
 from transports.wire import Reply, Request, decode_request, encode_reply
 
@@ -124,3 +125,39 @@ def test_retry_budget_stops_retries() -> None:
         call.on_timer(now)
     assert call.result is not None and call.result.outcome is Outcome.UNKNOWN
     assert call.result.attempts < 10
+
+
+def test_each_attempt_is_numbered_whatever_request_the_caller_built() -> None:
+    # The caller's Request is sent as is when its attempt number matches;
+    # every other attempt is a copy carrying its own number.
+    for first in (1, 2):
+        request = Request("c0-9", "bank.deposit", {"token": "t", "amount": 5}, first)
+        call = Call(
+            request,
+            RetrySettings(RetryPolicy.from_name("fixed", timeout=TIMEOUT), 3),
+            random.Random(1),
+        )
+        sent = [decode_request(call.start(0.0))]
+        now = 0.0
+        while (at := call.next_timer()) is not None:
+            now = at
+            data = call.on_timer(now)
+            if data is not None:
+                sent.append(decode_request(data))
+        assert [(s.id, s.op, s.args, s.attempt) for s in sent] == [
+            ("c0-9", "bank.deposit", {"token": "t", "amount": 5}, n) for n in (1, 2, 3)
+        ]
+        assert call.result is not None and call.result.request is request
+
+
+def test_call_result_is_immutable_and_compares_by_value() -> None:
+    call = make_call()
+    call.start(1.0)
+    call.on_reply(ok_reply(), 1.5)
+    result = call.result
+    assert result is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.attempts = 2  # type: ignore[misc]
+    twin = CallResult(result.request, Outcome.OK, result.reply, 1, 1.0, 1.5)
+    assert twin == result and repr(twin) == repr(result)
+    assert (twin.latency, twin.result, twin.error_code) == (0.5, {"balance": 10005}, None)
