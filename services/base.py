@@ -35,9 +35,11 @@ class Service(Protocol):
     """A named set of operations, e.g. ``text.convert``."""
 
     name: str
-    #: True when ``handle`` may block (disk, CPU-heavy hashing): drivers then
-    #: run it in a worker thread instead of on the event loop.
-    blocking: bool
+    #: Operations whose ``handle`` may block (CPU-heavy hashing, waiting for
+    #: another process's lock): drivers run them in a worker thread; every
+    #: other operation runs on the event loop, which is far cheaper than a
+    #: thread hand-off for work of a few tens of microseconds.
+    blocking_ops: frozenset[str]
 
     def handle(self, op: str, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         """Execute ``op`` with ``args``; raise ``ServiceError`` on bad input."""

@@ -26,12 +26,13 @@ lets a file reopened with another ``scrypt_n`` still verify old PINs, the
 second lets ``reconcile`` prove ``balance == opening + deposits - withdrawals``
 for every account (no lost update, no unrecorded change).
 
-Concurrency: one connection per thread, WAL journal, a 10 s busy timeout,
-``BEGIN IMMEDIATE`` for every write and conditional UPDATEs, so concurrent
-deposits and withdrawals never lose an update or overdraw. ``in_memory=True``
-(for simulations, where nothing outlives the process anyway) keeps the same
-schema and transactions in one shared in-memory connection, each use under a
-lock: several times faster, and gone at ``close()``.
+Concurrency: one connection per process, each use under a lock; WAL
+journal, a 10 s busy timeout, ``BEGIN IMMEDIATE`` for every write and
+conditional UPDATEs, so concurrent deposits and withdrawals (from threads or
+from other processes on the same file) never lose an update or overdraw.
+``in_memory=True`` (for simulations, where nothing outlives the process
+anyway) keeps the same schema and transactions in memory: several times
+faster, and gone at ``close()``.
 
 Semantics worth knowing:
 
@@ -72,7 +73,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -205,11 +206,20 @@ class Ledger:
             raise ValueError("session_ttl must be positive")
         if in_memory and path is not None:
             raise ValueError("an in-memory ledger has no path")
-        # In memory: one connection that every thread shares, each use under
-        # _shared (SQLite's own locking cannot separate two users of one
-        # connection). Nothing survives close(): for simulations, where the
+        # One connection that every thread of this process shares, each use
+        # under _lock (SQLite's own locking cannot separate two users of one
+        # connection). SQLite admits one writer at a time anyway, and one
+        # connection per thread cost more than it gave: a writer that found
+        # the file locked by a sibling thread waited in SQLite's busy handler,
+        # which sleeps 1, 2, 5, 10 ... ms however soon the lock frees
+        # (clock_nanosleep was a bank server's top syscall, strace -c), and
+        # every commit emptied the other connections' page caches (a pread per
+        # page on their next use). Other processes (serve --workers, an audit)
+        # open their own connection and meet the busy handler as before.
+        # In memory nothing survives close(): for simulations, where the
         # process is the whole world; a file ledger is the durable default.
-        self._shared: threading.RLock | None = threading.RLock() if in_memory else None
+        self._lock = threading.RLock()
+        self._in_memory = in_memory
         self._temporary = path is None and not in_memory
         if in_memory:
             path = ":memory:"
@@ -222,10 +232,7 @@ class Ledger:
         self._rng_lock = threading.Lock()
         self._scrypt_n = scrypt_n
         self._session_ttl = session_ttl
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._shared_conn: sqlite3.Connection | None = None
-        self._connections_lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
         self._closed = False
         try:
             self._initialise(demo_accounts)
@@ -236,16 +243,12 @@ class Ledger:
     # -- plumbing -----------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use."""
+        """The process's connection, opened on first use; use it under ``_lock``."""
         if self._closed:
             raise RuntimeError("ledger is closed")
-        conn = self._shared_conn
-        if conn is not None:
-            return conn
-        conn = getattr(self._local, "conn", None)
+        conn = self._connection
         if conn is None:
-            # check_same_thread=False only so close() may close every thread's
-            # connection; each connection is otherwise used by its own thread.
+            # check_same_thread=False: threads take turns on it under _lock.
             conn = sqlite3.connect(
                 self.path,
                 timeout=_BUSY_TIMEOUT_S,
@@ -253,35 +256,28 @@ class Ledger:
                 check_same_thread=False,
             )
             conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-            if self._shared is None:
+            if not self._in_memory:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL
             conn.execute("PRAGMA foreign_keys = ON")
-            with self._connections_lock:
-                self._connections.append(conn)
-            if self._shared is not None:
-                self._shared_conn = conn  # the one connection of an in-memory ledger
-            self._local.conn = conn
+            self._connection = conn
         return conn
 
     def _one(self, sql: str, params: tuple[object, ...] = ()) -> Any:
         """First row of an autocommit read (a consistent WAL snapshot), or None."""
-        if self._shared is None:
-            return self._conn().execute(sql, params).fetchone()
-        with self._shared:
+        with self._lock:
             return self._conn().execute(sql, params).fetchone()
 
     def _all(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
         """Every row of an autocommit statement."""
-        with self._shared or nullcontext():
+        with self._lock:
             return self._conn().execute(sql, params).fetchall()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: commit on normal exit, roll back on any error."""
-        shared = self._shared
-        if shared is not None:
-            shared.acquire()
+        lock = self._lock
+        lock.acquire()
         try:
             conn = self._conn()
             # IMMEDIATE takes the write lock up front, so reads inside the
@@ -296,8 +292,7 @@ class Ledger:
                     conn.execute("ROLLBACK")
                 raise
         finally:
-            if shared is not None:
-                shared.release()
+            lock.release()
 
     def _initialise(self, demo_accounts: bool) -> None:
         with self._write() as conn:
@@ -338,14 +333,13 @@ class Ledger:
         )
 
     def close(self) -> None:
-        """Close every thread's connection; delete the file if it was temporary."""
-        if self._closed:
-            return
-        self._closed = True
-        self._shared_conn = None
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
+        """Close the connection; delete the file if it was temporary."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conn, self._connection = self._connection, None
+        if conn is not None:
             conn.close()
         if self._temporary:
             for suffix in ("", "-wal", "-shm", "-journal"):
@@ -496,7 +490,7 @@ class Ledger:
         other server threads wait on.
         """
         if (
-            self._shared is None
+            not self._in_memory
             or type(token) is not str
             or type(amount) is not int
             or not 1 <= amount <= MAX_AMOUNT
@@ -506,7 +500,7 @@ class Ledger:
             account_id = self.account_for(token, now)
             return account_id, self._apply(kind, account_id, amount, request_id, idempotent)
         params = (request_id if idempotent else None, _token_hash(token))
-        with self._shared:
+        with self._lock:
             conn = self._conn()
             execute = conn.cursor().execute  # one cursor for the whole transaction
             execute("BEGIN IMMEDIATE")
@@ -537,9 +531,8 @@ class Ledger:
             _check_request_id(request_id)
         # The hot path of every experiment: ``_write`` spelt out inline (the
         # generator-based context manager cost ~2 us a call, ~10% of a deposit).
-        shared = self._shared
-        if shared is not None:
-            shared.acquire()
+        lock = self._lock
+        lock.acquire()
         try:
             conn = self._conn()
             execute = conn.cursor().execute  # one cursor for the whole transaction
@@ -558,8 +551,7 @@ class Ledger:
                     execute("ROLLBACK")
                 raise
         finally:
-            if shared is not None:
-                shared.release()
+            lock.release()
         return balance
 
     def _change(

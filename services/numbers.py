@@ -112,14 +112,14 @@ def seed_reply(raw: str) -> str:
 class NumbersService:
     """Prime and palindrome checks.
 
-    Not ``blocking``: 64-bit inputs take well under a millisecond and most
+    Nothing in ``blocking_ops``: 64-bit inputs take well under a millisecond and most
     composites of any size are rejected in microseconds. The worst case is a
     ``MAX_DIGITS``-digit prime (full Baillie-PSW): a few hundred milliseconds
     of pure-Python arithmetic.
     """
 
     name = "numbers"
-    blocking = False
+    blocking_ops: frozenset[str] = frozenset()
 
     def handle(self, op: str, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         if op != OP_CHECK:

@@ -61,7 +61,8 @@ def make_service(args: argparse.Namespace, faults: FaultSpec) -> tuple[Service, 
         ledger = Ledger(args.db, fail_probability=faults.app_fail, seed=args.seed)
     except Exception as err:  # sqlite3 errors, unreadable file, not a database
         raise UsageError(f"cannot open ledger {args.db!r}: {err}") from err
-    return BankService(ledger), ledger.close
+    # With --workers N, N processes write the one ledger file.
+    return BankService(ledger, ledger_shared=args.workers > 1), ledger.close
 
 
 def make_seed_handler(service: str) -> SeedHandler:

@@ -51,7 +51,7 @@ class TextService:
     """Case conversion; pure and fast, so it runs on the event loop."""
 
     name = "text"
-    blocking = False
+    blocking_ops: frozenset[str] = frozenset()
 
     def handle(self, op: str, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         if op != OP_CONVERT:

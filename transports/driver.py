@@ -143,7 +143,7 @@ def dispatch(
     max_reply: int | None = None,
     on_done: Callable[[], None] | None = None,
 ) -> None:
-    """Run one request: inline for cheap services, in ``pool`` for blocking ones.
+    """Run one request: on the event loop, or in ``pool`` if its operation may block.
 
     Decoding and deduplication (``admit``) always run inline: they are cheap,
     so malformed input is rejected without ever occupying a worker thread.
@@ -151,7 +151,7 @@ def dispatch(
     ``on_done`` runs once the request is finished, replied to or not.
     """
     loop = asyncio.get_running_loop()
-    now = loop.time()
+    now = time.monotonic()  # the clock ``ServerContext.answer`` uses
 
     def reply_with(reply: bytes | None) -> None:
         try:
@@ -166,7 +166,7 @@ def dispatch(
     if not isinstance(admitted, Request):
         reply_with(admitted)
         return
-    if pool is None or not endpoint.blocking:
+    if pool is None or not endpoint.blocks(admitted):
         reply_with(endpoint.finish(admitted, now))
         return
     try:
@@ -231,7 +231,7 @@ class ServerContext:
         #: of binding host:port, e.g. one of several SO_REUSEPORT sockets.
         self.sock = sock
         #: Requests run on the event loop (no pool, or a service that never blocks).
-        self.inline = pool is None or not endpoint.blocking
+        self.inline = pool is None or not endpoint.needs_pool
         self.host = host
         self.port = port
         self.pool = pool

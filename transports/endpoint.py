@@ -77,8 +77,13 @@ class ServerEndpoint:
         self._counters_lock = threading.Lock()  # guards the list, not the counts
 
     @property
-    def blocking(self) -> bool:
-        return self.service.blocking
+    def needs_pool(self) -> bool:
+        """Whether any operation of the service may block (see ``blocks``)."""
+        return bool(self.service.blocking_ops)
+
+    def blocks(self, request: Request) -> bool:
+        """Whether ``request`` may block, so a driver runs it in a worker thread."""
+        return request.op in self.service.blocking_ops
 
     def handle(self, data: bytes, now: float, *, max_reply: int | None = None) -> bytes | None:
         """Answer one encoded request; None means drop it (nothing to say).

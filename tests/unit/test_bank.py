@@ -51,7 +51,16 @@ def login(bank: BankService, account: int = 1, now: float = 0.0) -> str:
 def test_implements_the_service_protocol(bank: BankService) -> None:
     service: Service = bank
     assert service.name == "bank"
-    assert service.blocking is True
+    # scrypt hashing blocks; a few SQLite statements run on the event loop
+    assert service.blocking_ops == {"bank.login"}
+    shared = BankService(bank.ledger, ledger_shared=True)  # other processes may hold the lock
+    assert shared.blocking_ops == {
+        "bank.login",
+        "bank.balance",
+        "bank.deposit",
+        "bank.withdraw",
+        "bank.logout",
+    }
 
 
 def test_login_balance_deposit_withdraw_logout(bank: BankService) -> None:

@@ -234,7 +234,7 @@ class GateService:
     """A blocking service whose calls wait until the test opens the gate."""
 
     name = "gate"
-    blocking = True
+    blocking_ops = frozenset({"gate.go"})
 
     def __init__(self) -> None:
         self.gate = threading.Event()
@@ -266,6 +266,34 @@ def test_malformed_input_never_reaches_the_worker_pool() -> None:
             dispatch(endpoint, pool, request("gate.go", {}), replies.append)
             await eventually(lambda: len(replies) == 2)
             assert pool.submitted == 1
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_only_operations_that_may_block_reach_the_worker_pool(tmp_path: Path, shared: bool) -> None:
+    async def run() -> None:
+        with Ledger(str(tmp_path / "l.sqlite3"), scrypt_n=2) as ledger, RecordingPool() as pool:
+            bank = BankService(ledger, ledger_shared=shared)
+            ctx = ServerContext(ServerEndpoint(bank, Semantics.EXACTLY_ONCE), pool=pool)
+            replies: list[Reply] = []
+
+            def respond(data: bytes) -> None:
+                replies.append(decode_reply(data))
+
+            ctx.execute(request("bank.login", {"account": 1, "pin": "1234"}, "l1"), respond)
+            await eventually(lambda: len(replies) == 1)
+            assert replies[0].result is not None
+            token = replies[0].result["token"]
+            ctx.execute(request("bank.deposit", {"token": token, "amount": 5}, "d1"), respond)
+            ctx.execute(request("bank.balance", {"token": token}, "b1"), respond)
+            await eventually(lambda: len(replies) == 3)
+            assert [r.status for r in replies] == [Status.OK] * 3
+            assert replies[2].result == {"account": 1, "balance": 10005}
+            # login hashes with scrypt: always a worker's job. The ledger calls
+            # run on the loop unless other processes may hold the file's lock.
+            assert pool.submitted == (3 if shared else 1)
+            assert ctx.in_flight == 0
 
     asyncio.run(run())
 

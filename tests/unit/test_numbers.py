@@ -23,7 +23,7 @@ def check(n: Any) -> dict[str, Any]:
 def test_service_identity() -> None:
     service = NumbersService()
     assert service.name == "numbers"
-    assert service.blocking is False
+    assert service.blocking_ops == frozenset()
 
 
 # (input, prime, palindrome) from the lab's examples.

@@ -22,7 +22,7 @@ def convert(args: Any) -> dict[str, Any]:
 def test_service_identity() -> None:
     service = TextService()
     assert service.name == "text"
-    assert service.blocking is False
+    assert service.blocking_ops == frozenset()
 
 
 def test_lab_example() -> None:
