@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=4,
         metavar="N",
-        help="threads per server process for blocking services (default 4)",
+        help="worker threads per server process for operations that may block, "
+        "e.g. the bank's scrypt logins (default 4)",
     )
     serve.add_argument(
         "--crash-point",
