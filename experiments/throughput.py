@@ -36,12 +36,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
+from experiments import fault_layer
 from experiments.audit import percentile
 from experiments.cli import choice, csv_list, environment
 from experiments.roundtrip import (
@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="throughput")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 and 64 clients")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count the fault layer's cost in instructions with valgrind (+2.5 min)",
+    )
     return p
 
 
@@ -345,81 +350,6 @@ def _sim_text(ops: int, rounds: int) -> dict[str, Any]:
     }
 
 
-class _NullTransport(asyncio.Transport):
-    """Swallows writes: the server path without a socket."""
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        pass
-
-    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
-def fault_layer_cpu(repeat: int = 15, batch: int = 2000) -> list[dict[str, Any]]:
-    """CPU per text.convert request on the server path, without and with the fault layer.
-
-    In process, without sockets: the per-message work of the TCP and UDP server
-    protocols, endpoint included. The CPU-time counterpart of the round-trip
-    ratio, free of the scheduling noise of a shared machine; best of ``repeat``.
-    """
-    from experiments.roundtrip import ZeroFaultContext
-    from services.text import TextService
-    from transports.driver import ServerContext
-    from transports.endpoint import ServerEndpoint
-    from transports.framing import frame
-    from transports.tcp import _ServerConnection
-    from transports.udp import _ServerProtocol
-    from transports.wire import Request, encode_request
-
-    message = encode_request(Request("q1", "text.convert", {"text": "hello world"}))
-
-    def best(fns: dict[str, Callable[[], object]]) -> dict[str, float]:
-        times: dict[str, list[float]] = {label: [] for label in fns}
-        for _ in range(repeat):  # alternating, so drift hits both alike
-            for label, fn in fns.items():
-                begun = time.process_time()
-                for _ in range(batch):
-                    fn()
-                times[label].append((time.process_time() - begun) / batch * 1e6)
-        return {label: min(values) for label, values in times.items()}
-
-    async def run() -> list[dict[str, Any]]:
-        out = []
-        for transport in TRANSPORTS:
-            fns: dict[str, Callable[[], object]] = {}
-            for label, kind in (("without", ServerContext), ("with", ZeroFaultContext)):
-                ctx = kind(ServerEndpoint(TextService()))
-                if transport == "tcp":
-                    tcp = _ServerConnection(ctx, None)
-                    tcp.connection_made(_NullTransport())
-                    fns[label] = partial(tcp.data_received, frame(message))
-                else:
-                    udp = _ServerProtocol(ctx)
-                    udp.connection_made(_NullTransport())
-                    fns[label] = partial(udp.datagram_received, message, ("h", 1))
-            cost = best(fns)
-            out.append(
-                {
-                    "transport": transport,
-                    "without_us": round(cost["without"], 2),
-                    "with_us": round(cost["with"], 2),
-                    "ratio": round(cost["without"] / cost["with"], 3),
-                }
-            )
-        return out
-
-    return asyncio.run(run())
-
-
 PRIME_CASES: dict[str, int] = {
     "64-bit prime (2^64-59)": 2**64 - 59,
     "64-bit composite (two 32-bit primes)": 4294967291 * 4294967279,
@@ -471,7 +401,10 @@ def _best_us(fn: Callable[[], object], repeat: int) -> float:
 
 
 def targets(
-    rows: list[dict[str, Any]], sim: list[dict[str, Any]], cpu: Sequence[dict[str, Any]] = ()
+    rows: list[dict[str, Any]],
+    sim: list[dict[str, Any]],
+    cpu: Sequence[dict[str, Any]] = (),
+    instructions: Sequence[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     by = {(r["transport"], r["server"], r["clients"]): r for r in rows}
     out = []
@@ -528,15 +461,16 @@ def targets(
                 f"<= {goal}",
                 cost <= goal,
             )
-        for r in cpu:
-            if r["transport"] == t:
-                cost = round(1 - r["ratio"], 3)
-                add(
-                    f"{t} zero-probability fault layer cost, server CPU",
-                    cost,
-                    f"<= {goal}",
-                    cost <= goal,
-                )
+        for measure, results in (("server CPU", cpu), ("server instructions", instructions)):
+            for r in results:
+                if r["transport"] == t:
+                    cost = round(1 - r["ratio"], 3)
+                    add(
+                        f"{t} zero-probability fault layer cost, {measure}",
+                        cost,
+                        f"<= {goal}",
+                        cost <= goal,
+                    )
     for r in sim:
         if r["target"]:
             add(
@@ -651,13 +585,26 @@ def render(report: dict[str, Any]) -> str:
         )
     if report.get("fault_layer_cpu"):
         parts.append(
-            "Fault layer, server CPU per text.convert request in process (no sockets; "
-            "best of 15 batches of 2000):"
+            "Fault layer, server path of one text.convert request in process (no sockets; "
+            "experiments/fault_layer.py): CPU, best of 15 alternating batches of 2000:"
         )
         parts.append(
             tabulate(
                 [list(r.values()) for r in report["fault_layer_cpu"]],
                 ["transport", "without us", "with us", "ratio"],
+                tablefmt="github",
+            )
+        )
+    if report.get("fault_layer_instructions"):
+        parts.append(
+            "... and instructions per request counted by valgrind (callgrind): "
+            f"{fault_layer.LARGE} minus {fault_layer.SMALL} requests, less building them; "
+            "unmoved by the machine's load:"
+        )
+        parts.append(
+            tabulate(
+                [list(r.values()) for r in report["fault_layer_instructions"]],
+                ["transport", "without", "with", "ratio"],
                 tablefmt="github",
             )
         )
@@ -758,8 +705,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sim": sim,
         "primes": prime_times(50 if args.quick else 200),
     }
-    report["fault_layer_cpu"] = fault_layer_cpu()
-    report["targets"] = targets(rows, sim, report["fault_layer_cpu"])
+    report["fault_layer_cpu"] = fault_layer.cpu_cost()
+    report["fault_layer_instructions"] = (
+        fault_layer.instruction_cost() if args.instructions else None
+    )
+    report["targets"] = targets(
+        rows, sim, report["fault_layer_cpu"], report["fault_layer_instructions"] or ()
+    )
     report["seconds"] = round(time.perf_counter() - started, 1)
     text = render(report)
     print(text)
