@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.audit import audit
-from experiments.runner import SCRYPT_N, SESSION_TTL, WORKERS, Cell, CellRun, run_client
+from experiments.runner import SCRYPT_N, SERVER_THREADS, SESSION_TTL, Cell, CellRun, run_client
 from experiments.supervisor import Crash, Supervisor, free_port
 from experiments.workload import Operation, open_accounts, plan_operations
 from services.ledger import Ledger
@@ -73,7 +73,7 @@ def serve_args(real: RealCell, db: Path) -> list[str]:
     server_faults = FaultSpec(crash=cell.faults.crash, app_fail=cell.faults.app_fail)
     argv = ["bank", "--transport", cell.transport, "--db", str(db), "--seed", str(cell.seed)]
     argv += ["--semantics", cell.semantics.value, "--faults", server_faults.to_spec()]
-    return [*argv, "--crash-point", real.crash_point, "--threads", str(WORKERS)]
+    return [*argv, "--crash-point", real.crash_point, "--threads", str(SERVER_THREADS)]
 
 
 def run_real_cell(real: RealCell, workdir: Path | None = None) -> RealRun:

@@ -38,7 +38,7 @@ from transports.sim import simulate
 ALL_TRANSPORTS = ("tcp", "udp", "sim")
 SESSION_TTL = 10**9  # sessions outlive any cell; expiry is tested elsewhere
 SCRYPT_N = 2**10  # PIN hashing cost: experiments open many ledgers
-WORKERS = 4  # server threads for bank requests
+SERVER_THREADS = 4  # worker threads of the server (bank logins; see BankService)
 
 
 @dataclass(frozen=True)
@@ -125,10 +125,10 @@ async def _run_real(
     plans: list[list[Operation]],
     tokens: list[str],
 ) -> list[CallResult]:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        # Start every worker thread and its SQLite connection before measuring:
-        # a cold first request could otherwise outlast the retry timeout.
-        warm = [pool.submit(ledger.balance, FIRST_ACCOUNT) for _ in range(WORKERS)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=SERVER_THREADS) as pool:
+        # Start the worker threads and open the ledger's connection before
+        # measuring: a cold first request could otherwise outlast the retry timeout.
+        warm = [pool.submit(ledger.balance, FIRST_ACCOUNT) for _ in range(SERVER_THREADS)]
         concurrent.futures.wait(warm)
         server = await start_server(cell.transport, ServerContext(endpoint, pool=pool))
         try:

@@ -583,31 +583,27 @@ def render(report: dict[str, Any]) -> str:
         parts.append(
             tabulate(fault, ["transport", "clients", "round trips/s", "ratio"], tablefmt="github")
         )
-    if report.get("fault_layer_cpu"):
-        parts.append(
+    costs = (
+        (
+            "fault_layer_cpu",
             "Fault layer, server path of one text.convert request in process (no sockets; "
-            "experiments/fault_layer.py): CPU, best of 15 alternating batches of 2000:"
-        )
-        parts.append(
-            tabulate(
-                [list(r.values()) for r in report["fault_layer_cpu"]],
-                ["transport", "without us", "with us", "ratio"],
-                tablefmt="github",
-            )
-        )
-    if report.get("fault_layer_instructions"):
-        parts.append(
+            "experiments/fault_layer.py): CPU, best of 15 alternating batches of 2000:",
+            "us",
+        ),
+        (
+            "fault_layer_instructions",
             "... and instructions per request counted by valgrind (callgrind): "
             f"{fault_layer.LARGE} minus {fault_layer.SMALL} requests, less building them; "
-            "unmoved by the machine's load:"
-        )
-        parts.append(
-            tabulate(
-                [list(r.values()) for r in report["fault_layer_instructions"]],
-                ["transport", "without", "with", "ratio"],
-                tablefmt="github",
-            )
-        )
+            "unmoved by the machine's load:",
+            "instructions",
+        ),
+    )
+    for key, caption, unit in costs:
+        if report.get(key):
+            parts.append(caption)
+            headers = ["transport", f"without {unit}", f"with {unit}", "ratio"]
+            table = [list(r.values()) for r in report[key]]
+            parts.append(tabulate(table, headers, tablefmt="github"))
     if report["sim"]:
         parts.append(
             "Simulator (virtual time, real codec, Call, ServerEndpoint; 8 clients; best of rounds):"
