@@ -98,7 +98,9 @@ class BankService:
     against 220 us per request, 2,000 against 4,000+ deposits/s). Unless
     ``ledger_shared``: when other processes write the same ledger file
     (``serve --workers``), any write may wait for their lock, so every
-    operation goes to a worker thread.
+    operation goes to a worker thread. (Another program writing the file of a
+    single server would likewise hold its event loop for up to the ledger's
+    busy timeout.)
     """
 
     name: str = "bank"
