@@ -203,7 +203,9 @@ class ServerEndpoint:
         total: Counter[str] = Counter()
         with self._counters_lock:
             for counts in self._thread_counters:
-                total.update(counts)
+                # dict() copies in one step (C, under the GIL): iterating another
+                # thread's Counter while it adds a key would raise.
+                total.update(dict(counts))
         return total
 
 
