@@ -279,20 +279,11 @@ class ServerContext:
         max_reply: int | None = None,
         on_done: Callable[[], None] | None = None,
     ) -> None:
-        """Dispatch one request, counting it in flight until it is finished.
+        """``dispatch`` one request, counting it in flight until it is finished.
 
-        The same steps as ``dispatch``. A service that does not block is
-        answered on the event loop by ``answer``.
+        Drivers answer a request on the event loop with ``answer`` instead,
+        when no fault link stands between it and the reply: no callbacks.
         """
-        if self.inline:
-            try:
-                reply = self.answer(data, max_reply)
-                if reply is not None:
-                    respond(reply)
-            finally:
-                if on_done is not None:
-                    on_done()
-            return
         self._started()
 
         def finished() -> None:
@@ -301,11 +292,9 @@ class ServerContext:
         dispatch(self.endpoint, self.pool, data, respond, max_reply=max_reply, on_done=finished)
 
     def answer(self, data: bytes, max_reply: int | None = None) -> bytes | None:
-        """Run one request to its reply on the event loop (``inline`` services).
+        """Run one request to its reply on the event loop (``inline`` contexts only).
 
-        Counted in flight while it runs, like ``execute``; drivers call this
-        directly when there is no fault link to pass the reply through, which
-        saves a callback per message.
+        Counted in flight while it runs, like ``execute``.
         """
         self._started()
         try:

@@ -202,14 +202,7 @@ class _Sim:
                 self.heap,
                 (now + self.latency, next(self.seq), self.on_server, i, self.epoch[i], data),
             )
-        # ``arm``, inlined: a fresh Call always has a timer.
-        at = call.next_timer()
-        if at is not None and at < self.timer_at[i]:
-            self.timer_at[i] = at
-            self.timer_gen[i] += 1
-            heapq.heappush(
-                self.heap, (at, next(self.seq), self.on_timer, i, self.timer_gen[i], b"")
-            )
+        self.arm(i, call)
 
     def progress(self, now: float, i: int, call: Call) -> None:
         """After the Call changed state: record it when done, else re-arm its timer."""
