@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from services import text
-from transports.driver import Links, ServerContext
+from transports.driver import STREAM_READ_SIZE, Links, ServerContext, limit_read_size
 from transports.faults import Direction, FaultLink, FaultSpec
 from transports.framing import SEED_HEADER, frame, seed_frame
 from transports.udp import size_receive_buffer
@@ -71,6 +71,7 @@ def uvloop_available() -> bool:
 class _EchoTcp(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: Any = transport
+        limit_read_size(transport, STREAM_READ_SIZE)  # as our server does: a fair ceiling
 
     def data_received(self, data: bytes) -> None:
         self.transport.write(data)
@@ -373,8 +374,11 @@ class _Client(asyncio.Protocol, asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        if not self.stream:
-            size_receive_buffer(transport)  # the same client cost for every UDP server
+        # The same client cost for every server (see driver.limit_read_size).
+        if self.stream:
+            limit_read_size(transport, STREAM_READ_SIZE)
+        else:
+            size_receive_buffer(transport)
 
     def send_next(self) -> None:
         run = self.run

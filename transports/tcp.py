@@ -19,7 +19,16 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
-from transports.driver import ConnectionLost, Inbox, Links, NotSent, ServerContext, through_link
+from transports.driver import (
+    STREAM_READ_SIZE,
+    ConnectionLost,
+    Inbox,
+    Links,
+    NotSent,
+    ServerContext,
+    limit_read_size,
+    through_link,
+)
 from transports.framing import (
     LENGTH_PREFIX_SIZE,
     FramingError,
@@ -56,6 +65,7 @@ class _ServerConnection(asyncio.Protocol):
         # A cast, not an isinstance check: uvloop's transports do not subclass
         # asyncio.Transport (they implement the same methods).
         self.transport = transport = cast(asyncio.Transport, transport)
+        limit_read_size(transport, STREAM_READ_SIZE)
         if not self.ctx.admit(self):
             transport.abort()
             return
@@ -269,6 +279,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop: see above
+        limit_read_size(transport, STREAM_READ_SIZE)
 
     def data_received(self, data: bytes) -> None:
         try:

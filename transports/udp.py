@@ -16,7 +16,7 @@ import asyncio
 from collections import OrderedDict
 from typing import Any, cast
 
-from transports.driver import Inbox, Links, ServerContext, through_link
+from transports.driver import Inbox, Links, ServerContext, limit_read_size, through_link
 from transports.wire import MAX_MESSAGE_SIZE
 
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
@@ -103,15 +103,11 @@ _NO_LINKS = Links()
 def size_receive_buffer(transport: asyncio.BaseTransport) -> None:
     """Receive datagrams into a buffer of one message (plus a byte), not 256 KiB.
 
-    CPython's selector transport passes its ``max_size`` (256 KiB) to every
-    recvfrom(); a buffer that large is above glibc's mmap threshold, so each
-    datagram cost an mmap, an mremap and a munmap (seen with strace -c). One
-    byte more than the largest message still shows that a datagram was too
-    large: it arrives truncated to ``MAX_MESSAGE_SIZE + 1`` bytes and is
-    refused as oversize. Other loops (uvloop) have no such attribute.
+    One byte more than the largest message still shows that a datagram was
+    too large: it arrives truncated to ``MAX_MESSAGE_SIZE + 1`` bytes and is
+    refused as oversize. See ``driver.limit_read_size`` for why.
     """
-    if isinstance(getattr(transport, "max_size", None), int):
-        transport.max_size = MAX_MESSAGE_SIZE + 1  # type: ignore[attr-defined]
+    limit_read_size(transport, MAX_MESSAGE_SIZE + 1)
 
 
 def _no_reset() -> None:
