@@ -123,6 +123,40 @@ def test_round_trip(msg: Request | Reply) -> None:
         assert decode_reply(data) == msg
 
 
+def general_encoding(msg: Request | Reply) -> bytes:
+    """The body as PROTOCOL.md defines it: sorted keys, compact, UTF-8."""
+    body: dict[str, Any] = {"id": msg.id, "attempt": msg.attempt}
+    if isinstance(msg, Request):
+        body.update(op=msg.op, args=msg.args)
+    elif msg.status is Status.OK:
+        body.update(status="ok", result=msg.result)
+    else:
+        body.update(status="error", error={"code": msg.error_code, "message": msg.error_message})
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8")
+
+
+@settings(max_examples=300)
+@given(messages)
+def test_envelope_templates_write_exactly_the_general_encoding(msg: Request | Reply) -> None:
+    assert encode(msg)[wire.HEADER_SIZE :] == general_encoding(msg)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        '{"k":{"x":1,"x":2}}',  # a duplicate one level down
+        '{"k":[{"x":1,"x":2}]}',  # inside a list
+        '{"k":1,"k":"a:b"}',  # a colon in a string makes up for the lost member
+        '{"k":{"x":1},"k":"{"}',  # a brace in a string makes up for the lost object
+        '{"k":{"x":1},"k":{"y":2}}',
+    ],
+)
+def test_duplicate_keys_anywhere_are_refused(args: str) -> None:
+    body = '{"id":"a","op":"a","args":' + args + ',"attempt":1}'
+    assert "duplicate key" in decode_error(raw_message(body)).message
+
+
 def test_known_bytes() -> None:
     data = encode_request(DEPOSIT)
     assert data[:4] == b"RT\x01Q"
