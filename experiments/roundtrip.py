@@ -20,7 +20,8 @@ the callback that receives the reply (asyncio Protocol callbacks, no task per
 client). A TCP client holds one connection; a UDP client one connected socket,
 and after ``timeout`` without a reply it counts the request lost and sends the
 next. Every loop is bounded in time (warm-up + measured window + drain) and in
-count (``max_requests``).
+count (``max_requests``). ``drive_paired`` compares two peers with one such
+client in short windows, alternated ABBA so that the pairs see the same load.
 
 ``python -m experiments.roundtrip`` is the quick check kept from the first
 benchmark: one client, text service, ours against echo, TCP and UDP. The full
@@ -486,6 +487,47 @@ async def drive(
         await asyncio.sleep(0)
     sample = Sample(clients, measured, run.latencies, run.lost, run.bad, run.sent)
     return sample
+
+
+def abba_order(pairs: int) -> list[tuple[int, int]]:
+    """The two peers' order in each pair: (0, 1), (1, 0), (0, 1), ...
+
+    Flattened, 0 1 1 0 0 1 1 0: each peer runs first in half of the pairs, so
+    a drift that is linear in time favours neither side over two pairs.
+    """
+    return [(0, 1) if i % 2 == 0 else (1, 0) for i in range(max(0, pairs))]
+
+
+async def drive_paired(
+    transport: str,
+    reference: tuple[int, Workload],
+    candidate: tuple[int, Workload],
+    *,
+    pairs: int,
+    seconds: float,
+    warmup: float = 0.05,
+    timeout: float = 1.0,
+) -> list[tuple[Sample, Sample]]:
+    """One closed-loop client on two peers (port, workload), in short ABBA-ordered windows.
+
+    The windows of a pair are adjacent in time, so the pair's ratio sees the
+    same machine load on both sides, which rounds that visit every server do
+    not. Each window is a fresh ``drive`` (its own connection or socket, set up
+    outside the measured window) that warms up for ``warmup`` first. Bounded:
+    ``2 * pairs`` windows, each bounded in time by ``drive``.
+    Returns (reference sample, candidate sample) per pair.
+    """
+    peers = (reference, candidate)
+    out = []
+    for order in abba_order(pairs):
+        got: dict[int, Sample] = {}
+        for i in order:
+            port, load = peers[i]
+            got[i] = await drive(
+                transport, port, load, 1, seconds=seconds, warmup=warmup, timeout=timeout
+            )
+        out.append((got[0], got[1]))
+    return out
 
 
 # --------------------------------------------------------------------------
