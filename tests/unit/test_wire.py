@@ -142,6 +142,103 @@ def test_envelope_templates_write_exactly_the_general_encoding(msg: Request | Re
     assert encode(msg)[wire.HEADER_SIZE :] == general_encoding(msg)
 
 
+# -- the fast decoding path (msgspec) answers only what the strict path answers
+
+_INNER = object()  # where a tampered body keeps its args, result or error object
+
+
+def _fast(kind: bytes, body: bytes) -> Request | Reply | None:
+    return wire._fast_request(body) if kind == b"Q" else wire._fast_reply(body)
+
+
+def _object_text(pairs: list[tuple[str, str]]) -> str:
+    return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{v}" for k, v in pairs) + "}"
+
+
+@st.composite
+def tampered_bodies(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """A valid message's body with members repeated, added or moved, at both levels.
+
+    Keys come from the envelope, the message's own and a few that hold the
+    characters the duplicate check counts; values are any JSON value.
+    """
+    msg = draw(messages)
+    kind = b"Q" if isinstance(msg, Request) else b"R"
+    body = json.loads(general_encoding(msg))
+    inner_key = next(k for k in ("args", "result", "error") if k in body)
+    inner = [(k, json.dumps(v, ensure_ascii=False)) for k, v in body[inner_key].items()]
+    top: list[tuple[str, Any]] = [(k, _INNER if k == inner_key else v) for k, v in body.items()]
+    for _ in range(draw(st.integers(0, 3))):
+        pairs: list[Any] = draw(st.sampled_from([top, inner]))
+        keys = [k for k, _ in pairs] + ["id", "attempt", "x", ":", "{"]
+        value = draw(json_values)
+        item = value if pairs is top else json.dumps(value, ensure_ascii=False)
+        pairs.insert(draw(st.integers(0, len(pairs))), (draw(st.sampled_from(keys)), item))
+    inner_text = _object_text(inner)
+    rendered = [
+        (k, inner_text if v is _INNER else json.dumps(v, ensure_ascii=False)) for k, v in top
+    ]
+    return kind, _object_text(rendered).encode("utf-8")
+
+
+@settings(max_examples=500)
+@given(tampered_bodies())
+def test_fast_path_returns_only_what_the_strict_path_returns(case: tuple[bytes, bytes]) -> None:
+    kind, body = case
+    fast = _fast(kind, body)
+    if fast is not None:  # the strict path must accept it too, with the same fields and types
+        assert repr(wire._parse_strict(kind, body)) == repr(fast)
+
+
+@settings(max_examples=300)
+@given(messages)
+def test_fast_path_agrees_on_every_valid_message(msg: Request | Reply) -> None:
+    data = encode(msg)
+    kind, body = data[3:4], data[wire.HEADER_SIZE :]
+    fast = _fast(kind, body)
+    assert fast is None or (fast == msg and repr(fast) == repr(wire._parse_strict(kind, body)))
+
+
+@pytest.mark.parametrize("msg", [DEPOSIT, DEPOSIT_OK, INSUFFICIENT])
+def test_everyday_messages_take_the_fast_path(msg: Request | Reply) -> None:
+    data = encode(msg)
+    assert _fast(data[3:4], data[wire.HEADER_SIZE :]) == msg
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "1.00000000000000011102230246251565404236316680908203125",  # a tie: rounds to even
+        "2.2250738585072011e-308",
+        "4.9e-324",
+        "1e-400",
+        "-0.0",
+        "123456789012345678901234567890",
+    ],
+)
+def test_fast_and_strict_paths_read_numbers_alike(literal: str) -> None:
+    body = f'{{"args":{{"n":{literal}}},"attempt":1,"id":"a","op":"bank.deposit"}}'.encode()
+    fast = _fast(b"Q", body)
+    assert fast is not None and repr(fast) == repr(wire._parse_strict(b"Q", body))
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH, 5000])
+def test_the_depth_limit_holds_on_the_fast_path(levels: int) -> None:
+    # Lists hold no ":", so only the depth check keeps these off the fast path.
+    encode_request(Request("x", "a.b", {}))  # a known operation, as in a running server
+    deep = '{"args":{"k":' + "[" * levels + "]" * levels + '},"attempt":1,"id":"x","op":"a.b"}'
+    assert _fast(b"Q", deep.encode()) is None
+    assert decode_error(raw_message(deep)).code == "MALFORMED"
+
+
+def test_what_the_fast_path_refuses_the_strict_path_decides() -> None:
+    # msgspec refuses integers this long; the strict path accepts up to
+    # Python's 4300-digit limit, so the message still decodes.
+    body = b'{"args":{"n":-' + b"9" * 4300 + b'},"attempt":1,"id":"a","op":"bank.deposit"}'
+    assert _fast(b"Q", body) is None
+    assert wire._parse_body(b"Q", body) == Request("a", "bank.deposit", {"n": -(10**4300 - 1)})
+
+
 @pytest.mark.parametrize(
     "args",
     [
