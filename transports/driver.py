@@ -10,7 +10,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from transports.endpoint import ServerEndpoint
@@ -40,12 +40,22 @@ class ClientChannel(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class Links:
     """The fault links of one client/server link, one per direction."""
 
     request: FaultLink | None = None
     reply: FaultLink | None = None
+    #: Both directions deliver every message at once, untouched (no link, or
+    #: a ``passthrough`` one): a driver may skip ``through_link``.
+    passthrough: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        request, reply = self.request, self.reply
+        passthrough = (request is None or request.passthrough) and (
+            reply is None or reply.passthrough
+        )
+        object.__setattr__(self, "passthrough", passthrough)
 
     @classmethod
     def build(cls, spec: FaultSpec | None, seed: int, name: str, *, stream: bool) -> Links:

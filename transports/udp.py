@@ -42,19 +42,20 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             ctx.endpoint.count("dropped_overload")
             return
         budget = int(ctx.limits.amplification_factor * len(data))
-        links = self._links(addr)
-        request_link, reply_link = links.request, links.reply
-        if (request_link is None or request_link.passthrough) and (
-            reply_link is None or reply_link.passthrough
-        ):
-            # Links that pass everything (or none): what through_link would do, inline.
+        links = _NO_LINKS if ctx.faults is None else self._peer_links.get(addr)
+        if links is None:
+            links = self._new_links(addr)
+        if links.passthrough:
+            # Links that pass everything (or none): what through_link would do,
+            # inline, counting as count_passthrough does (per datagram: no calls).
+            request_link, reply_link = links.request, links.reply
             if request_link is not None:
-                request_link.count_passthrough()
+                request_link.counters["messages"] += 1
             if ctx.inline:  # answered on the loop: reply directly, no callback
                 reply = ctx.answer(data, budget)
                 if reply is not None:
                     if reply_link is not None:
-                        reply_link.count_passthrough()
+                        reply_link.counters["messages"] += 1
                     self._send(reply, addr)
                 return
 
@@ -86,14 +87,11 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         # ICMP errors (e.g. a client that went away) must not stop the server.
         self.ctx.endpoint.count("socket_errors")
 
-    def _links(self, addr: Address) -> Links:
-        if self.ctx.faults is None:
-            return _NO_LINKS
-        links = self._peer_links.get(addr)
-        if links is None:
-            links = self._peer_links[addr] = self.ctx.links_for_peer(stream=False)
-            if len(self._peer_links) > self.ctx.limits.max_peers_tracked:
-                self._peer_links.popitem(last=False)
+    def _new_links(self, addr: Address) -> Links:
+        """Fault links for a peer not seen yet (or forgotten), remembered for the next."""
+        links = self._peer_links[addr] = self.ctx.links_for_peer(stream=False)
+        if len(self._peer_links) > self.ctx.limits.max_peers_tracked:
+            self._peer_links.popitem(last=False)
         return links
 
 

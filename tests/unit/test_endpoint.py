@@ -576,3 +576,43 @@ def test_zero_probability_links_count_every_message_on_the_short_path() -> None:
         assert links.reply.counters["messages"] == 4
 
     asyncio.run(run())
+
+
+class FakeDatagramTransport(asyncio.DatagramTransport):
+    """Records what a UDP server sends, to whom; no socket behind it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        self.sent.append((bytes(data), addr))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_zero_probability_links_count_every_datagram_per_peer() -> None:
+    from transports.faults import FaultSpec
+    from transports.udp import _ServerProtocol
+
+    ctx = PassthroughLinkContext(ServerEndpoint(TextService()), faults=FaultSpec())
+    server = _ServerProtocol(ctx)
+    transport = FakeDatagramTransport()
+    server.connection_made(transport)
+    peers = [("127.0.0.1", 5001), ("127.0.0.1", 5002), ("127.0.0.1", 5001)]
+    for i, peer in enumerate(peers):
+        server.datagram_received(request("text.convert", {"text": f"x{i}"}, f"u{i}"), peer)
+    assert [(decode_reply(data).id, addr) for data, addr in transport.sent] == [
+        ("u0", peers[0]),
+        ("u1", peers[1]),
+        ("u2", peers[2]),
+    ]
+    first, second = (server._peer_links[p] for p in peers[:2])
+    assert first.passthrough and second.passthrough
+    counts = [
+        (links.request.counters["messages"], links.reply.counters["messages"])
+        for links in (first, second)
+        if links.request is not None and links.reply is not None
+    ]
+    assert counts == [(2, 2), (1, 1)]
