@@ -229,3 +229,19 @@ def test_render_shows_the_paired_table() -> None:
     assert "| tcp" in out.split("One client, paired with echo")[1]
     report["one_client_paired"] = []
     assert "paired with echo" not in throughput.render(report)
+
+
+@pytest.mark.parametrize(
+    ("ratios", "met"),
+    [
+        ([0.82, 0.85, 0.90, 0.81, 0.95], True),  # three pairs in four reach the goal
+        ([0.60, 0.70, 0.75, 0.78, 0.79], False),  # three in four fall short
+        ([0.65, 0.75, 0.85, 1.10, 1.20], None),  # the spread straddles it: cannot tell
+    ],
+)
+def test_one_client_verdict_follows_the_spread_not_the_median(
+    ratios: list[float], met: bool | None
+) -> None:
+    judged = throughput.targets(rows(), [], paired=[paired_row("text", ratios)])
+    (one,) = [t for t in judged if "1 client / echo" in t["target"]]
+    assert one["met"] is met
