@@ -596,8 +596,12 @@ def _build(kind: bytes, obj: dict[str, Any], plain: bool) -> Request | Reply:
 
 
 def _parse_body(kind: bytes, body: bytes) -> Request | Reply:
-    fast = _fast_request(body) if kind == KIND_REQUEST else _fast_reply(body)
-    return fast if fast is not None else _parse_strict(kind, body)
+    # msgspec has no depth limit: only a plain body may take the fast path.
+    if _plain_body(body):
+        fast = _fast_request(body) if kind == KIND_REQUEST else _fast_reply(body)
+        if fast is not None:
+            return fast
+    return _parse_strict(kind, body)
 
 
 def _parse_strict(kind: bytes, body: bytes) -> Request | Reply:
@@ -687,9 +691,7 @@ def _fast_fields_ok(msg_id: str, attempt: int) -> bool:
 
 
 def _fast_request(body: bytes) -> Request | None:
-    """The request in ``body`` if the fast path can vouch for it, else None."""
-    if not _plain_body(body):
-        return None
+    """The request in plain ``body`` if the fast path can vouch for it, else None."""
     try:
         req = _FAST_REQUEST(body)
     except _FAST_REFUSALS:
@@ -704,9 +706,7 @@ def _fast_request(body: bytes) -> Request | None:
 
 
 def _fast_reply(body: bytes) -> Reply | None:
-    """The reply in ``body`` if the fast path can vouch for it, else None."""
-    if not _plain_body(body):
-        return None
+    """The reply in plain ``body`` if the fast path can vouch for it, else None."""
     try:
         rep = _FAST_REPLY(body)
     except _FAST_REFUSALS:

@@ -18,7 +18,8 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -359,12 +360,17 @@ def frames(count: int, op: str = "gate.go", prefix: str = "r") -> bytes:
     return b"".join(frame(request(op, {}, f"{prefix}{i}")) for i in range(count))
 
 
+@contextmanager
+def gated_server(limits: ServerLimits) -> Iterator[tuple[GateService, ServerContext]]:
+    """A server whose requests wait in a worker pool until ``service.gate`` is set."""
+    service = GateService()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        yield service, ServerContext(ServerEndpoint(service), pool=pool, limits=limits)
+
+
 def test_one_connection_pipelining_is_capped_and_paused() -> None:
     async def run() -> None:
-        service = GateService()
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            limits = ServerLimits(max_in_flight_per_connection=8)
-            ctx = ServerContext(ServerEndpoint(service), pool=pool, limits=limits)
+        with gated_server(ServerLimits(max_in_flight_per_connection=8)) as (service, ctx):
             connection, transport = connect(ctx)
             connection.data_received(frames(200))
             assert connection.in_flight == 8 and ctx.in_flight == 8
@@ -381,10 +387,10 @@ def test_one_connection_pipelining_is_capped_and_paused() -> None:
 
 def test_server_wide_cap_parks_connections_and_resumes_them() -> None:
     async def run() -> None:
-        service = GateService()
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            limits = ServerLimits(max_in_flight_per_connection=8, max_in_flight=5)
-            ctx = ServerContext(ServerEndpoint(service), pool=pool, limits=limits)
+        with gated_server(ServerLimits(max_in_flight_per_connection=8, max_in_flight=5)) as (
+            service,
+            ctx,
+        ):
             (c1, t1), (c2, t2) = connect(ctx), connect(ctx)
             c1.data_received(frames(20, prefix="a"))
             c2.data_received(frames(20, prefix="b"))
@@ -516,10 +522,7 @@ def test_replies_do_not_depend_on_how_reads_split_the_stream(split: str) -> None
 
 def test_single_frame_reads_respect_the_connection_cap() -> None:
     async def run() -> None:
-        service = GateService()
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            limits = ServerLimits(max_in_flight_per_connection=2)
-            ctx = ServerContext(ServerEndpoint(service), pool=pool, limits=limits)
+        with gated_server(ServerLimits(max_in_flight_per_connection=2)) as (service, ctx):
             connection, transport = connect(ctx)
             for i in range(5):  # a read may still arrive after pause_reading
                 connection.data_received(frame(request("gate.go", {}, f"g{i}")))

@@ -148,6 +148,9 @@ _INNER = object()  # where a tampered body keeps its args, result or error objec
 
 
 def _fast(kind: bytes, body: bytes) -> Request | Reply | None:
+    """The fast path's answer, as ``_parse_body`` asks for it (plain bodies only)."""
+    if not wire._plain_body(body):
+        return None
     return wire._fast_request(body) if kind == b"Q" else wire._fast_reply(body)
 
 
