@@ -159,6 +159,7 @@ def serve(
     fault_layer: bool,
     workers: int = 1,
     framing: str = "length",
+    prime_processes: int = 1,
 ) -> int:
     """Run one peer in this process until it is terminated."""
     if workers != 1 and peer != "ours":
@@ -180,6 +181,8 @@ def serve(
         # (in services.server, which builds it; forked workers inherit the change).
         server.ServerContext = ZeroFaultContext  # type: ignore[attr-defined]
     argv = ["serve", service, "--transport", transport, "--port", "0", "--framing", framing]
+    if service == "numbers":
+        argv += ["--prime-processes", str(prime_processes)]
     return cli.main([*argv, "--workers", str(workers)])
 
 
@@ -207,11 +210,13 @@ def start_peer(
     fault_layer: bool = False,
     workers: int = 1,
     framing: str = "length",
+    prime_processes: int = 1,
     timeout: float = 20.0,
 ) -> Peer:
     command = [sys.executable, "-m", "experiments.roundtrip", "--serve", kind]
     command += ["--transport", transport, "--service", service, "--loop", loop]
     command += ["--workers", str(workers), "--framing", framing]
+    command += ["--prime-processes", str(prime_processes)]
     if fault_layer:
         command.append("--fault-layer")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -592,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--framing", choices=("length", "seed"), default="length", help=argparse.SUPPRESS
     )
+    parser.add_argument("--prime-processes", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return serve(
@@ -602,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.fault_layer,
             args.workers,
             args.framing,
+            args.prime_processes,
         )
     _quick(args.transports.split(","), args.seconds, args.rounds)
     return 0

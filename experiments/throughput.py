@@ -30,9 +30,10 @@ ours, ours, echo, ...) so that a linear drift favours neither; each pair gives
 a ratio, reported as the median and inter-quartile range over pairs.
 
 Also: the simulator's logical operations per second (bank deposits and
-withdrawals through the real codec, ``Call`` and ``ServerEndpoint``), and the
-numbers service's prime check time for 64-bit and 100-digit numbers. Writes
-results/throughput.{json,md,png}.
+withdrawals through the real codec, ``Call`` and ``ServerEndpoint``), the
+numbers service's prime check time for 64-bit and 100-digit numbers, and
+short numbers checks beside a client checking 400-digit primes
+(``experiments.long_checks``). Writes results/throughput.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from experiments import fault_layer
+from experiments import fault_layer, long_checks
 from experiments.audit import percentile
 from experiments.cli import choice, csv_list, environment
 from experiments.roundtrip import (
@@ -756,6 +757,10 @@ def render(report: dict[str, Any]) -> str:
                 tablefmt="github",
             )
         )
+    if report.get("long_checks"):
+        settings = report["long_checks_settings"]
+        parts.append(long_checks.caption(settings["rounds"], settings["seconds"]) + ":")
+        parts.append(long_checks.render(report["long_checks"]))
     if report["primes"]:
         parts.append("Numbers service, prime check (best of 5 x 200 calls):")
         parts.append(
@@ -859,6 +864,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_peer(p)
     rows = summarise(samples)
     add_fault_ratios(rows, samples)
+    long_rounds, long_seconds = (1, 0.5) if args.quick else (2, 1.0)
+    mixed = []
+    if "numbers" in args.services:
+        mixed = long_checks.measure(args.transports, long_rounds, long_seconds)
     sim = sim_rates(args.sim_ops, 1 if args.quick else 2)
     report: dict[str, Any] = {
         "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -867,6 +876,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "one_client_paired": paired,
         "server_counters": {f"{p.transport}/{p.label}": p.stopped for p in peers if p.stopped},
         "sim": sim,
+        "long_checks": mixed,
+        "long_checks_settings": {"rounds": long_rounds, "seconds": long_seconds},
         "primes": prime_times(50 if args.quick else 200),
     }
     report["fault_layer_cpu"] = fault_layer.cpu_cost()

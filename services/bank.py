@@ -116,6 +116,9 @@ class BankService:
             "bank.logout": self._logout,
         }
 
+    def blocks(self, op: str, args: Mapping[str, Any]) -> bool:
+        return op in self.blocking_ops
+
     def handle(self, op: str, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         """Execute one bank operation (see module doc)."""
         handler = self._handlers.get(op)

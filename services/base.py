@@ -36,10 +36,15 @@ class Service(Protocol):
 
     name: str
     #: Operations whose ``handle`` may block (CPU-heavy hashing, waiting for
-    #: another process's lock): drivers run them in a worker thread; every
-    #: other operation runs on the event loop, which is far cheaper than a
-    #: thread hand-off for work of a few tens of microseconds.
+    #: another process's lock or computation): drivers run the calls that
+    #: ``blocks`` in a worker thread; every other call runs on the event loop,
+    #: which is far cheaper than a thread hand-off for work of a few tens of
+    #: microseconds.
     blocking_ops: frozenset[str]
+
+    def blocks(self, op: str, args: Mapping[str, Any]) -> bool:
+        """Whether this call may block; only an operation in ``blocking_ops`` may."""
+        ...
 
     def handle(self, op: str, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         """Execute ``op`` with ``args``; raise ``ServiceError`` on bad input."""

@@ -19,6 +19,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from services import numbers
 from services.crash_hook import CRASH_OPS, CRASH_POINTS, RANDOM_POINT, ProcessCrasher
 from services.options import UsageError
 from services.server import serve
@@ -103,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker threads per server process for operations that may block, "
         "e.g. the bank's scrypt logins (default 4)",
+    )
+    serve.add_argument(
+        "--prime-processes",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="numbers: processes per server process that test numbers of more than "
+        f"{numbers.OFFLOAD_DIGITS} digits, so that a long prime (~30 ms at 400 digits) does "
+        "not stall the other clients; 0 tests every number on the event loop (default 1)",
     )
     serve.add_argument(
         "--crash-point",
@@ -192,6 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _use_loop(name: str) -> None:

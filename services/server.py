@@ -28,6 +28,7 @@ from services.base import Service
 from services.crash_hook import ProcessCrasher
 from services.ledger import Ledger
 from services.options import UsageError, served_semantics, server_limits, warn_if_exposed
+from services.prime_processes import PrimeProcesses
 from transports import netns
 from transports.client import start_server
 from transports.driver import ServerContext
@@ -56,7 +57,10 @@ def make_service(args: argparse.Namespace, faults: FaultSpec) -> tuple[Service, 
     if args.service == "text":
         return text.TextService(), lambda: None
     if args.service == "numbers":
-        return numbers.NumbersService(), lambda: None
+        if args.prime_processes == 0:
+            return numbers.NumbersService(), lambda: None
+        primes = PrimeProcesses(args.prime_processes)
+        return numbers.NumbersService(primes.is_prime), primes.close
     try:
         ledger = Ledger(args.db, fail_probability=faults.app_fail, seed=args.seed)
     except Exception as err:  # sqlite3 errors, unreadable file, not a database

@@ -53,6 +53,9 @@ class TextService:
     name = "text"
     blocking_ops: frozenset[str] = frozenset()
 
+    def blocks(self, op: str, args: Mapping[str, Any]) -> bool:
+        return False
+
     def handle(self, op: str, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         if op != OP_CONVERT:
             raise UnknownOperation(f"unknown operation {op!r} for service {self.name!r}")

@@ -83,7 +83,7 @@ class ServerEndpoint:
 
     def blocks(self, request: Request) -> bool:
         """Whether ``request`` may block, so a driver runs it in a worker thread."""
-        return request.op in self.service.blocking_ops
+        return self.service.blocks(request.op, request.args)
 
     def handle(self, data: bytes, now: float, *, max_reply: int | None = None) -> bytes | None:
         """Answer one encoded request; None means drop it (nothing to say).

@@ -240,6 +240,9 @@ class GateService:
     def __init__(self) -> None:
         self.gate = threading.Event()
 
+    def blocks(self, op: str, args: Mapping[str, Any]) -> bool:
+        return op in self.blocking_ops
+
     def handle(self, op: str, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         self.gate.wait(10.0)
         return {"op": op}

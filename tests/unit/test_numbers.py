@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from services.base import CallContext
 from services.errors import InvalidArgument, UnknownOperation
-from services.numbers import NumbersService, seed_reply
-from services.primes import MAX_DIGITS
+from services.numbers import OFFLOAD_DIGITS, NumbersService, seed_reply
+from services.primes import MAX_DIGITS, is_probable_prime
 
 CTX = CallContext(request_id="req-1", now=0.0)
 
@@ -234,3 +234,64 @@ def test_property_mirrored_numbers_are_palindromes(value: int) -> None:
     s = str(value)
     assert check(s + s[::-1])["palindrome"] is True
     assert check("-" + s + s[::-1])["palindrome"] is False
+
+
+# -- long numbers, tested elsewhere (a server's PrimeProcesses) ---------------
+
+LONG_PRIME = 10**99 + 289  # the smallest 100-digit prime
+SHORT = "9" * OFFLOAD_DIGITS  # the longest number tested where it is called
+
+
+class RecordingTest:
+    """A stand-in for PrimeProcesses.is_prime that records what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def __call__(self, n: int) -> bool:
+        self.asked.append(n)
+        return is_probable_prime(n)
+
+
+def test_without_a_long_prime_test_nothing_blocks() -> None:
+    service = NumbersService()
+    assert service.blocking_ops == frozenset()
+    assert not service.blocks("numbers.check", {"n": str(LONG_PRIME)})
+    assert service.handle("numbers.check", {"n": str(LONG_PRIME)}, CTX)["prime"] is True
+
+
+@pytest.mark.parametrize(
+    ("n", "blocks"),
+    [
+        (str(LONG_PRIME), True),
+        (LONG_PRIME, True),
+        (10**OFFLOAD_DIGITS, True),  # 65 digits
+        (SHORT, False),
+        (int(SHORT), False),
+        ("2147483647", False),
+        (None, False),  # refused by check, on the loop
+    ],
+)
+def test_only_long_numbers_block(n: Any, blocks: bool) -> None:
+    service = NumbersService(RecordingTest())
+    assert service.blocking_ops == {"numbers.check"}
+    assert service.blocks("numbers.check", {"n": n}) is blocks
+    assert not service.blocks("numbers.other", {"n": n})
+
+
+@pytest.mark.parametrize("n", [str(LONG_PRIME), LONG_PRIME, str(LONG_PRIME * 3), "-" + "7" * 65])
+def test_long_numbers_go_to_the_long_prime_test(n: Any) -> None:
+    test = RecordingTest()
+    got = NumbersService(test).handle("numbers.check", {"n": n}, CTX)
+    assert got == check(n)  # the same answer as tested here
+    assert test.asked == [int(n)]
+
+
+@pytest.mark.parametrize("n", [SHORT, "0" * 100 + "7", "+" + SHORT, "2147483647"])
+def test_short_numbers_are_tested_where_called(n: str) -> None:
+    # A raw argument may look long (leading zeros): blocks() over-estimates,
+    # check() counts the digits that matter.
+    test = RecordingTest()
+    got = NumbersService(test).handle("numbers.check", {"n": n}, CTX)
+    assert got == check(n)
+    assert test.asked == []

@@ -82,6 +82,21 @@ def test_targets_are_judged_against_their_goals() -> None:
     assert judged["sim bank ops/s"]["met"] is True
 
 
+LONG_CHECKS_ROW = {
+    "transport": "tcp",
+    "long_checks_on": "prime process",
+    "short_rate": 6000,
+    "short_p50_us": 500,
+    "short_p99_us": 2000,
+    "short_max_us": 5000,
+    "long_rate": 28.0,
+    "short_alone_rate": 8000,
+    "short_vs_alone": 0.75,
+    "lost": 0,
+    "bad": 0,
+}
+
+
 def test_render_and_files(tmp_path: Path) -> None:
     report: dict[str, Any] = {
         "parameters": {"rounds": 2, "seconds": 1.0, "warmup": 0.1},
@@ -89,11 +104,14 @@ def test_render_and_files(tmp_path: Path) -> None:
         "round_trips": rows(),
         "sim": [{"workload": "bank", "ops": 10, "ops_per_s": 5, "target": 50_000}],
         "primes": [{"number": "7", "digits": 1, "prime": True, "a": 1.0, "b": 2.0}],
+        "long_checks": [LONG_CHECKS_ROW],
+        "long_checks_settings": {"rounds": 2, "seconds": 1.0},
     }
     report["targets"] = throughput.targets(report["round_trips"], report["sim"])
     out = throughput.render(report)
     for needle in ("round trips/s", "Fault layer", "Simulator", "prime check", "Targets"):
         assert needle in out
+    assert "400-digit prime" in out and "| tcp         | prime process    |" in out
     pytest.importorskip("matplotlib")
     assert throughput.plot(report, tmp_path / "t.png") == tmp_path / "t.png"
     assert (tmp_path / "t.png").stat().st_size > 0
