@@ -151,9 +151,10 @@ class ServerEndpoint:
         reply = self.execute(request, now)
         if hook is not None:
             hook(request, AFTER_APPLY)  # a crash here loses the reply, not the change
+        encoded = self._encode(reply)
         if self.reply_cache is not None:
-            self.reply_cache.complete(_cache_key(request), reply, now)
-        return self._encode(reply)
+            self.reply_cache.complete(_cache_key(request), reply, now, len(encoded))
+        return encoded
 
     def execute(self, request: Request, now: float) -> Reply:
         """Run the service; map every error to a reply (the one mapping place)."""
