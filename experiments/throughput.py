@@ -812,27 +812,39 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
     except ImportError:
         return None
     transports = sorted({r["transport"] for r in report["round_trips"]})
-    fig, axes = plt.subplots(1, len(transports), figsize=(6 * len(transports), 4.5), squeeze=False)
-    for ax, t in zip(axes[0], transports, strict=True):
+    # Top row: throughput; bottom row: p99 latency, same servers and colours.
+    panels = (("rate", "round trips / s", "throughput"), ("p99_us", "p99 latency (us)", "p99"))
+    fig, axes = plt.subplots(
+        len(panels), len(transports), figsize=(6 * len(transports), 9), squeeze=False
+    )
+    for column, t in enumerate(transports):
         servers = dict.fromkeys(r["server"] for r in report["round_trips"] if r["transport"] == t)
-        for label in servers:
-            rows = sorted(
-                (r for r in report["round_trips"] if r["transport"] == t and r["server"] == label),
-                key=lambda r: r["clients"],
-            )
-            ax.plot(
-                [r["clients"] for r in rows],
-                [r["rate"] for r in rows],
-                marker="o",
-                linestyle="--" if label in ("echo", "echo-uvloop", "seed") else "-",
-                label=label,
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrent clients")
-        ax.set_ylabel("round trips / s")
-        ax.set_title(f"{t}: throughput against concurrent clients")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        for row, (key, ylabel, what) in enumerate(panels):
+            ax = axes[row][column]
+            for label in servers:
+                rows = sorted(
+                    (
+                        r
+                        for r in report["round_trips"]
+                        if r["transport"] == t and r["server"] == label
+                    ),
+                    key=lambda r: r["clients"],
+                )
+                ax.plot(
+                    [r["clients"] for r in rows],
+                    [r[key] for r in rows],
+                    marker="o",
+                    linestyle="--" if label in ("echo", "echo-uvloop", "seed") else "-",
+                    label=label,
+                )
+            ax.set_xscale("log", base=2)
+            if key == "p99_us":
+                ax.set_yscale("log")
+            ax.set_xlabel("concurrent clients")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{t}: {what} against concurrent clients")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
