@@ -94,6 +94,55 @@ def test_reopening_the_same_file_keeps_the_ledger(tmp_path: Path) -> None:
         assert led.integrity_check() == "ok"
 
 
+# The two tables as files created before 2026-11-24 declare them.
+OLD_LEDGER_TABLES = {
+    "ledger": """CREATE TABLE ledger (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        kind TEXT NOT NULL CHECK (kind IN ('deposit', 'withdraw')),
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        balance_after INTEGER NOT NULL)""",
+    "idempotency": "CREATE TABLE idempotency (key TEXT PRIMARY KEY, result TEXT NOT NULL)",
+}
+
+
+def test_a_file_with_the_older_table_forms_still_works(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.sqlite3")
+    with Ledger(path, scrypt_n=FAST_N):
+        pass
+    with closing(sqlite3.connect(path)) as conn:  # rebuild both tables the old way
+        for table, create in OLD_LEDGER_TABLES.items():
+            conn.execute(f"DROP TABLE {table}")
+            conn.execute(create)
+        conn.execute("CREATE INDEX ledger_request_id ON ledger(request_id)")
+        conn.commit()
+    with Ledger(path, scrypt_n=FAST_N) as led:
+        assert led.deposit(1, 5, "d1", idempotent=True) == 10_005
+        assert led.deposit(1, 5, "d1", idempotent=True) == 10_005  # the repeat applies nothing
+        assert led.withdraw(1, 7, "w1") == 9_998
+        assert led.applications() == {"d1": 1, "w1": 1}
+        assert led.reconcile() == [] and led.integrity_check() == "ok"
+    with closing(sqlite3.connect(path)) as conn:
+        (autoincrement,) = conn.execute("SELECT seq FROM sqlite_sequence").fetchone()
+        assert autoincrement == 2  # the old form's counter is kept up to date
+        rows = conn.execute("SELECT seq, request_id FROM ledger ORDER BY seq").fetchall()
+        assert rows == [(1, "d1"), (2, "w1")]
+
+
+def test_ledger_sequence_numbers_follow_the_order_of_changes(tmp_path: Path) -> None:
+    path = str(tmp_path / "bank.sqlite3")
+    with Ledger(path, scrypt_n=FAST_N) as led:
+        for n in range(5):
+            led.deposit(1 + n % 3, 1, f"d{n}", idempotent=True)
+        with pytest.raises(InsufficientFunds):
+            led.withdraw(2, 10**6, "too-much")  # refused: rolled back, no row
+        led.deposit(1, 1, "d5")
+    with closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT seq, request_id FROM ledger ORDER BY seq").fetchall()
+    assert rows == [(n + 1, f"d{n}") for n in range(6)]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"fail_probability": -0.1}, {"fail_probability": 1.5}, {"scrypt_n": 1000}, {"session_ttl": 0}],
