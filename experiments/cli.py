@@ -72,5 +72,16 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "cpus": os.cpu_count(),
-        "argv": " ".join(sys.argv),
+        "argv": command_line(),
     }
+
+
+def command_line() -> str:
+    """This run's command as a user would type it again: ``python -m MODULE ARGS``.
+
+    ``sys.argv[0]`` alone is the module's file path on this machine when it
+    was started with ``-m``.
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    head = f"python -m {spec.name}" if spec is not None else f"python {sys.argv[0]}"
+    return " ".join([head, *sys.argv[1:]])
