@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import throughput
+from experiments import throughput_report
 from experiments.roundtrip import drive, service_workload, start_peer, stop_peer
 from services.ledger import Ledger
 from tests.integration.servers import LISTENING, serve_process
@@ -309,14 +309,14 @@ def test_throughput_targets_name_the_default_and_the_best_text_server() -> None:
 
     rows = [row("text", 1, 0.5), row("text", 64, 0.6), row("text x2", 1, 0.45)]
     rows += [row("text x2", 64, 1.2), row("text x4", 1, 0.3)]
-    judged = {t["target"]: t["measured"] for t in throughput.targets(rows, [])}
+    judged = {t["target"]: t["measured"] for t in throughput_report.targets(rows, [])}
     # Worst over clients: text 0.5, text x2 0.45, text x4 0.3: the default is the best.
     assert (
         judged["tcp text / seed, worst over clients (1; default, 1 process, best of ours)"] == 0.5
     )
     assert not any(name.startswith("tcp text x") for name in judged)
     rows[0]["vs_seed"] = 0.4  # now text x2 (0.45) is the best of ours
-    judged = {t["target"]: t["measured"] for t in throughput.targets(rows, [])}
+    judged = {t["target"]: t["measured"] for t in throughput_report.targets(rows, [])}
     assert judged["tcp text / seed, worst over clients (1; default, 1 process)"] == 0.4
     assert judged["tcp text x2 / seed, worst over clients (1; best of ours, 2 processes)"] == 0.45
 
@@ -327,9 +327,9 @@ def test_best_of_ours_covers_uvloop_but_not_the_lab_protocol_variant() -> None:
 
     rows = [row("text", 1, 0.4), row("text uvloop", 1, 0.7), row("text uvloop", 64, 0.9)]
     rows.append(row("text, seed framing", 1, 2.0))
-    judged = {t["target"]: t["measured"] for t in throughput.targets(rows, [])}
+    judged = {t["target"]: t["measured"] for t in throughput_report.targets(rows, [])}
     assert judged["tcp text / seed, worst over clients (1; default, 1 process)"] == 0.4
     best = "tcp text uvloop / seed, worst over clients (1; best of ours, 1 process on uvloop)"
     assert judged[best] == 0.7
-    info = [t for t in throughput.targets(rows, []) if "seed framing / seed" in t["target"]]
+    info = [t for t in throughput_report.targets(rows, []) if "seed framing / seed" in t["target"]]
     assert len(info) == 1 and info[0]["measured"] == 2.0 and info[0]["met"] is None

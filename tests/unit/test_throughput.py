@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from experiments import throughput
+from experiments import throughput, throughput_labels, throughput_report
 from experiments.roundtrip import (
     TEXT,
     Sample,
@@ -71,7 +71,7 @@ def statistics_median(values: list[float]) -> float:
 
 def test_targets_are_judged_against_their_goals() -> None:
     sim = [{"workload": "bank", "ops": 10, "ops_per_s": 60_000, "target": 50_000}]
-    judged = {t["target"].split(" (")[0]: t for t in throughput.targets(rows(), sim)}
+    judged = {t["target"].split(" (")[0]: t for t in throughput_report.targets(rows(), sim)}
     assert judged["tcp text, 1 client / echo"]["met"] is True  # 0.85 >= 0.8
     assert judged["tcp text / seed, worst over clients"]["met"] is True
     collapse = judged["tcp text, 512 clients / best"]
@@ -107,17 +107,17 @@ def test_render_and_files(tmp_path: Path) -> None:
         "long_checks": [LONG_CHECKS_ROW],
         "long_checks_settings": {"rounds": 2, "seconds": 1.0},
     }
-    report["targets"] = throughput.targets(report["round_trips"], report["sim"])
-    out = throughput.render(report)
+    report["targets"] = throughput_report.targets(report["round_trips"], report["sim"])
+    out = throughput_report.render(report)
     for needle in ("round trips/s", "Fault layer", "Simulator", "prime check", "Targets"):
         assert needle in out
     assert "400-digit prime" in out and "| tcp         | prime process    |" in out
     pytest.importorskip("matplotlib")
-    assert throughput.plot(report, tmp_path / "t.png") == tmp_path / "t.png"
+    assert throughput_report.plot(report, tmp_path / "t.png") == tmp_path / "t.png"
     assert (tmp_path / "t.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("service", throughput.SERVICES)
+@pytest.mark.parametrize("service", throughput_labels.SERVICES)
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_workloads_send_valid_requests(service: str, transport: str) -> None:
     load = service_workload(service, transport, token="t" * 32)
@@ -215,7 +215,7 @@ def test_one_client_target_uses_paired_medians_default_then_best() -> None:
         paired_row("text uvloop", [0.88, 0.82, 0.84, 0.80, 0.86]),
         paired_row("text x2", [0.6, 0.6]),
     ]
-    judged = throughput.targets(rows(), [], paired=paired)
+    judged = throughput_report.targets(rows(), [], paired=paired)
     one = [t for t in judged if "1 client / echo" in t["target"]]
     assert [t["target"] for t in one] == [
         "tcp text, 1 client / echo (paired, 5 pairs, IQR 0.72-0.76; default, 1 process)",
@@ -224,7 +224,7 @@ def test_one_client_target_uses_paired_medians_default_then_best() -> None:
     ]
     assert [(t["measured"], t["met"]) for t in one] == [(0.74, False), (0.84, True)]
     # The default being the best: one row only, marked so.
-    judged = throughput.targets(rows(), [], paired=paired[:1])
+    judged = throughput_report.targets(rows(), [], paired=paired[:1])
     names = [t["target"] for t in judged if "1 client / echo" in t["target"]]
     assert names == [
         "tcp text, 1 client / echo (paired, 5 pairs, IQR 0.72-0.76; default, 1 process, "
@@ -242,11 +242,11 @@ def test_render_shows_the_paired_table() -> None:
         "primes": [],
         "targets": [],
     }
-    out = throughput.render(report)
+    out = throughput_report.render(report)
     assert "One client, paired with echo" in out and "ABBA" in out
     assert "| tcp" in out.split("One client, paired with echo")[1]
     report["one_client_paired"] = []
-    assert "paired with echo" not in throughput.render(report)
+    assert "paired with echo" not in throughput_report.render(report)
 
 
 @pytest.mark.parametrize(
@@ -260,6 +260,6 @@ def test_render_shows_the_paired_table() -> None:
 def test_one_client_verdict_follows_the_spread_not_the_median(
     ratios: list[float], met: bool | None
 ) -> None:
-    judged = throughput.targets(rows(), [], paired=[paired_row("text", ratios)])
+    judged = throughput_report.targets(rows(), [], paired=[paired_row("text", ratios)])
     (one,) = [t for t in judged if "1 client / echo" in t["target"]]
     assert one["met"] is met
