@@ -122,7 +122,7 @@ def caption(rounds: int, seconds: float) -> str:
         f"{seconds} s per server. 'prime process': numbers of more than {OFFLOAD_DIGITS} "
         f"digits are tested in a separate process (serve --prime-processes 1, the default); "
         f"'event loop': every number on the server's event loop (--prime-processes 0). "
-        f"Short alone: the {SHORT_CLIENTS} clients without the long one, same rounds."
+        f"Short alone: the {SHORT_CLIENTS} clients without the long one, same rounds"
     )
 
 
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rounds < 1 or args.seconds <= 0:
         parser.error("--rounds and --seconds must be positive")
     rows = measure(args.transports.split(","), args.rounds, args.seconds)
-    print(caption(args.rounds, args.seconds))
+    print(caption(args.rounds, args.seconds) + ":")
     print(render(rows))
     return 0
 
