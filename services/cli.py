@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--prime-processes",
-        type=_count,
+        type=int,
         default=1,
         metavar="N",
         help="numbers: processes per server process that test numbers of more than "
@@ -180,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 <= args.port <= 65535:
             raise UsageError(f"--port must be 0..65535, got {args.port}")
         if args.command == "serve":
+            if args.prime_processes < 0:
+                raise UsageError(f"--prime-processes must be 0 or more, got {args.prime_processes}")
             _use_loop(args.loop)  # before any loop exists; forked workers inherit it
             if args.workers != 1:
                 return serve_workers(args, faults)
@@ -202,14 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def _count(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def _use_loop(name: str) -> None:

@@ -121,6 +121,7 @@ def test_unmodified_lab_client_against_seed_framing() -> None:
         ["serve", "bank", "--faults", "bogus=1"],
         ["serve", "bank", "--port", "70000"],
         ["serve", "text", "--transport", "udp", "--framing", "seed"],
+        ["serve", "numbers", "--prime-processes", "-1"],
         ["client", "atm", "--attempts", "0"],
     ],
 )

@@ -81,3 +81,20 @@ def test_a_long_prime_check_does_not_hold_up_other_clients(
         assert order.index("short") < 3, order  # at least one long check still running
     else:
         assert order == ["long0", "long1", "long2", "short"]
+
+
+def test_each_worker_process_tests_long_numbers_and_stops_cleanly() -> None:
+    """``--workers 2``: every worker starts its own prime process, and stops it."""
+    with serve_process("numbers", "--workers", "2") as server:
+        for i in range(4):  # new connections: the kernel spreads them over the workers
+            with socket.create_connection((HOST, server.port), timeout=10) as conn:
+                conn.sendall(request(f"long{i}", LONG_PRIME))
+                conn.settimeout(10)
+                data = b""
+                while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+                    chunk = conn.recv(65536)
+                    assert chunk, "the server closed the connection"
+                    data += chunk
+                reply = decode_reply(data[4:])
+                assert reply.result is not None and reply.result["prime"] is True
+    assert server.counters["executed"] == 4  # summed over the workers
