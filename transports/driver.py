@@ -181,7 +181,6 @@ def dispatch(
     ``max_reply`` caps the reply size (``ServerEndpoint.limit_reply``);
     ``on_done`` runs once the request is finished, replied to or not.
     """
-    loop = asyncio.get_running_loop()
     now = time.monotonic()  # the clock ``ServerContext.answer`` uses
 
     def reply_with(reply: bytes | None) -> None:
@@ -200,6 +199,8 @@ def dispatch(
     if pool is None or not endpoint.blocks(admitted):
         reply_with(endpoint.finish(admitted, now))
         return
+    # Only here: get_running_loop() costs a getpid() syscall (CPython's fork check).
+    loop = asyncio.get_running_loop()
     try:
         future = loop.run_in_executor(pool, endpoint.finish, admitted, now)
     except RuntimeError:  # the pool is shutting down: the server is stopping

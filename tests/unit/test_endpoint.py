@@ -274,6 +274,36 @@ def test_malformed_input_never_reaches_the_worker_pool() -> None:
     asyncio.run(run())
 
 
+def test_a_request_run_on_the_loop_does_not_ask_for_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """get_running_loop() costs a getpid() syscall (strace -c: one per bank or
+    numbers request, before): only a request going to the pool may call it."""
+
+    async def run() -> None:
+        calls: list[int] = []
+        real = asyncio.get_running_loop
+
+        def counting() -> asyncio.AbstractEventLoop:
+            calls.append(1)
+            return real()
+
+        with RecordingPool() as pool:
+            service = GateService()
+            service.gate.set()
+            endpoint = ServerEndpoint(service)
+            replies: list[bytes] = []
+            monkeypatch.setattr(asyncio, "get_running_loop", counting)
+            dispatch(endpoint, pool, request("gate.stay", {}), replies.append)
+            assert len(replies) == 1 and calls == [] and pool.submitted == 0
+            dispatch(endpoint, pool, request("gate.go", {}), replies.append)
+            assert calls == [1] and pool.submitted == 1
+            monkeypatch.undo()
+            await eventually(lambda: len(replies) == 2)
+
+    asyncio.run(run())
+
+
 @pytest.mark.parametrize("shared", [False, True])
 def test_only_operations_that_may_block_reach_the_worker_pool(tmp_path: Path, shared: bool) -> None:
     async def run() -> None:
