@@ -346,6 +346,37 @@ def summarise(samples: dict[tuple[str, str, int], list[Sample]]) -> list[dict[st
     return rows
 
 
+def transport_comparison(
+    rows: list[dict[str, Any]], samples: dict[tuple[str, str, int], list[Sample]]
+) -> list[dict[str, Any]]:
+    """TCP beside UDP for every server and client count measured on both.
+
+    Both transports' servers run in every round, so ``udp_vs_tcp`` is the
+    median of per-round ratios, as ``vs_echo`` is; rates and p99 come from
+    ``rows`` (``summarise``), in its order.
+    """
+    by_key = {(r["transport"], r["server"], r["clients"]): r for r in rows}
+    out = []
+    for r in rows:
+        key = ("udp", r["server"], r["clients"])
+        if r["transport"] != "tcp" or key not in by_key:
+            continue
+        udp = by_key[key]
+        ratio = _paired(samples[key], samples[("tcp", r["server"], r["clients"])])
+        out.append(
+            {
+                "server": r["server"],
+                "clients": r["clients"],
+                "tcp_rate": r["rate"],
+                "udp_rate": udp["rate"],
+                "udp_vs_tcp": round(ratio, 3),
+                "tcp_p99_us": r["p99_us"],
+                "udp_p99_us": udp["p99_us"],
+            }
+        )
+    return out
+
+
 def add_fault_ratios(rows: list[dict[str, Any]], samples: dict[Any, list[Sample]]) -> None:
     for r in rows:
         if r["server"] == "text+faults0":
@@ -389,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "environment": {**environment(), "uvloop": uvloop},
         "round_trips": rows,
+        "tcp_vs_udp": transport_comparison(rows, samples),
         "one_client_paired": paired,
         "server_counters": {f"{p.transport}/{p.label}": p.stopped for p in peers if p.stopped},
         "sim": sim,

@@ -234,6 +234,7 @@ def render(report: dict[str, Any]) -> str:
         for r in report["round_trips"]
     ]
     parts.append(tabulate(table, headers, tablefmt="github", floatfmt=".2f"))
+    parts += _render_tcp_vs_udp(report.get("tcp_vs_udp") or [])
     parts += _render_paired(report.get("one_client_paired") or [])
     fault = [
         [r["transport"], r["clients"], r["rate"], r["vs_text"]]
@@ -302,6 +303,22 @@ def render(report: dict[str, Any]) -> str:
         )
     )
     return "\n\n".join(parts)
+
+
+def _render_tcp_vs_udp(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The "TCP against UDP" caption and table (nothing without rows)."""
+    if not rows:
+        return []
+    caption = (
+        "TCP against UDP, the same server and client count (from the table above; both "
+        "measured in every round): UDP / TCP is the median of per-round ratios of round "
+        "trips/s, above 1 where UDP is faster. No loss here: what each transport costs "
+        "when nothing goes wrong (results/retries.md shows what loss does)."
+    )
+    headers = ["server", "clients", "TCP rt/s", "UDP rt/s", "UDP / TCP", "TCP p99 us", "UDP p99 us"]
+    table = [list(r.values()) for r in rows]
+    floatfmt = ("", "", ".0f", ".0f", ".3f", ".0f", ".0f")
+    return [caption, tabulate(table, headers, tablefmt="github", floatfmt=floatfmt)]
 
 
 def _render_paired(rows: Sequence[dict[str, Any]]) -> list[str]:

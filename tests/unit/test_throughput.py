@@ -63,6 +63,24 @@ def test_summary_rates_ratios_and_percentiles() -> None:
     )
 
 
+def test_tcp_against_udp_pairs_rounds_of_the_same_server() -> None:
+    samples = {
+        **SAMPLES,
+        ("udp", "text", 1): [sample(45), sample(176)],  # rounds: 0.5 and 2.0 of TCP's
+        ("udp", "echo", 512): [sample(300, 512), sample(100, 512)],
+    }
+    summary = throughput.summarise(samples)
+    throughput.add_fault_ratios(summary, samples)
+    compared = throughput.transport_comparison(summary, samples)
+    assert [(r["server"], r["clients"]) for r in compared] == [("echo", 512), ("text", 1)]
+    text1 = compared[1]
+    assert text1["tcp_rate"] == 89.0 and text1["udp_rate"] == 110.5
+    assert text1["udp_vs_tcp"] == pytest.approx(statistics_median([45 / 90, 176 / 88]), abs=1e-3)
+    assert compared[0]["udp_vs_tcp"] == pytest.approx(statistics_median([1.5, 0.5]), abs=1e-3)
+    out = throughput_report.render({**report_for(summary), "tcp_vs_udp": compared})
+    assert "TCP against UDP" in out and "| text     |         1 |" in out
+
+
 def statistics_median(values: list[float]) -> float:
     values = sorted(values)
     mid = len(values) // 2
@@ -97,17 +115,23 @@ LONG_CHECKS_ROW = {
 }
 
 
-def test_render_and_files(tmp_path: Path) -> None:
+def report_for(round_trips: list[dict[str, Any]]) -> dict[str, Any]:
+    """A whole report around ``round_trips``, the other sections made up."""
     report: dict[str, Any] = {
         "parameters": {"rounds": 2, "seconds": 1.0, "warmup": 0.1},
         "environment": {"python": "3.x", "platform": "test", "cpus": 2},
-        "round_trips": rows(),
+        "round_trips": round_trips,
         "sim": [{"workload": "bank", "ops": 10, "ops_per_s": 5, "target": 50_000}],
         "primes": [{"number": "7", "digits": 1, "prime": True, "a": 1.0, "b": 2.0}],
         "long_checks": [LONG_CHECKS_ROW],
         "long_checks_settings": {"rounds": 2, "seconds": 1.0},
     }
     report["targets"] = throughput_report.targets(report["round_trips"], report["sim"])
+    return report
+
+
+def test_render_and_files(tmp_path: Path) -> None:
+    report = report_for(rows())
     out = throughput_report.render(report)
     for needle in ("round trips/s", "Fault layer", "Simulator", "prime check", "Targets"):
         assert needle in out
