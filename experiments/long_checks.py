@@ -26,9 +26,6 @@ from experiments.audit import percentile
 from experiments.roundtrip import (
     Peer,
     Sample,
-    Workload,
-    _cycled,
-    _ok_reply,
     drive,
     service_workload,
     start_peer,
@@ -36,7 +33,6 @@ from experiments.roundtrip import (
 )
 from services.numbers import OFFLOAD_DIGITS
 from services.primes import MAX_DIGITS, is_probable_prime
-from transports.wire import Request
 
 SHORT_CLIENTS = 4
 #: (label, --prime-processes)
@@ -52,25 +48,17 @@ def long_prime() -> int:
     return n
 
 
-def long_workload(transport: str) -> Workload:
-    stream = transport == "tcp"
-    args = {"n": str(long_prime())}
-    requests = [Request(f"long{i}", "numbers.check", args) for i in range(64)]
-    return Workload("length" if stream else "datagram", _cycled(requests, stream), _ok_reply)
-
-
 async def _mixed(transport: str, port: int, seconds: float) -> tuple[Sample, Sample, Sample]:
     """(short clients beside the long one, the long one, short clients alone)."""
-    # The long client's timeout is generous: on the event loop one check can
-    # wait for several others (UDP would count it lost and send the next).
+    # Generous timeouts: on the event loop a check can wait behind several
+    # long ones (UDP would count it lost and send the next).
+    short_load = service_workload("numbers", transport)
+    long_load = service_workload("numbers", transport, args={"n": str(long_prime())})
     short, long = await asyncio.gather(
-        drive(transport, port, service_workload("numbers", transport), SHORT_CLIENTS,
-              seconds=seconds, timeout=2.0),
-        drive(transport, port, long_workload(transport), 1, seconds=seconds, timeout=2.0),
-    )  # fmt: skip
-    alone = await drive(
-        transport, port, service_workload("numbers", transport), SHORT_CLIENTS, seconds=seconds
+        drive(transport, port, short_load, SHORT_CLIENTS, seconds=seconds, timeout=2.0),
+        drive(transport, port, long_load, 1, seconds=seconds, timeout=2.0),
     )
+    alone = await drive(transport, port, short_load, SHORT_CLIENTS, seconds=seconds)
     return short, long, alone
 
 

@@ -181,8 +181,7 @@ def serve(
         # (in services.server, which builds it; forked workers inherit the change).
         server.ServerContext = ZeroFaultContext  # type: ignore[attr-defined]
     argv = ["serve", service, "--transport", transport, "--port", "0", "--framing", framing]
-    if service == "numbers":
-        argv += ["--prime-processes", str(prime_processes)]
+    argv += ["--prime-processes", str(prime_processes)]  # used by numbers only
     return cli.main([*argv, "--workers", str(workers)])
 
 
@@ -298,9 +297,17 @@ def _cycled(requests: list[Request], stream: bool) -> Callable[[int, int], tuple
 
 
 def service_workload(
-    service: str, transport: str, *, token: str = "", echo: bool = False
+    service: str,
+    transport: str,
+    *,
+    token: str = "",
+    echo: bool = False,
+    args: dict[str, Any] | None = None,
 ) -> Workload:
-    """Requests of ``service`` as our clients send them (to ours, or to the echo server)."""
+    """Requests of ``service`` as our clients send them (to ours, or to the echo server).
+
+    ``args``: text and numbers requests with these arguments instead of the usual ones.
+    """
     stream = transport == "tcp"
     framing = "length" if stream else "datagram"
     if service == "bank":
@@ -313,10 +320,10 @@ def service_workload(
 
         return Workload(framing, deposit, _ok_reply)
     if service == "numbers":
-        op, args = "numbers.check", {"n": "2147483647"}
+        op, usual = "numbers.check", {"n": "2147483647"}
     else:
-        op, args = "text.convert", {"text": TEXT}
-    requests = [Request(f"q{n}", op, args) for n in range(64)]
+        op, usual = "text.convert", {"text": TEXT}
+    requests = [Request(f"q{n}", op, usual if args is None else args) for n in range(64)]
     message = _cycled(requests, stream)
     if echo:
         return Workload(framing, message, lambda data: data.startswith(b"RT"))

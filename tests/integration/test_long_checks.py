@@ -18,8 +18,8 @@ import pytest
 
 from services.primes import MAX_DIGITS, is_probable_prime
 from tests.integration.servers import serve_process
-from transports.framing import frame
-from transports.wire import Request, decode_reply, encode_request
+from transports.framing import LengthPrefixDecoder, frame
+from transports.wire import Reply, Request, decode_reply, encode_request
 
 HOST = "127.0.0.1"
 
@@ -41,9 +41,9 @@ def request(request_id: str, n: int) -> bytes:
 def replies_in_order(long_conn: socket.socket, short_conn: socket.socket, count: int) -> list[str]:
     """The ids of the next ``count`` replies on both connections, as they arrive."""
     order: list[str] = []
-    buffers = {long_conn: b"", short_conn: b""}
+    decoders = {long_conn: LengthPrefixDecoder(), short_conn: LengthPrefixDecoder()}
     with selectors.DefaultSelector() as selector:
-        for conn in buffers:
+        for conn in decoders:
             selector.register(conn, selectors.EVENT_READ)
         deadline = time.monotonic() + 30.0
         while len(order) < count:
@@ -53,15 +53,16 @@ def replies_in_order(long_conn: socket.socket, short_conn: socket.socket, count:
                 assert isinstance(conn, socket.socket)
                 data = conn.recv(65536)
                 assert data, "the server closed a connection"
-                buffers[conn] += data
-                while len(buf := buffers[conn]) >= 4 and len(buf) >= 4 + (
-                    size := int.from_bytes(buf[:4], "big")
-                ):
-                    reply = decode_reply(buf[4 : 4 + size])
-                    assert reply.result is not None and reply.result["prime"] is True
-                    order.append(reply.id)
-                    buffers[conn] = buf[4 + size :]
+                decoders[conn].feed(data)
+                while (message := decoders[conn].next_message()) is not None:
+                    order.append(prime_reply(message).id)
     return order
+
+
+def prime_reply(message: bytes) -> Reply:
+    reply = decode_reply(message)
+    assert reply.result is not None and reply.result["prime"] is True
+    return reply
 
 
 @pytest.mark.parametrize(("processes", "short_first"), [("1", True), ("0", False)])
@@ -89,12 +90,10 @@ def test_each_worker_process_tests_long_numbers_and_stops_cleanly() -> None:
         for i in range(4):  # new connections: the kernel spreads them over the workers
             with socket.create_connection((HOST, server.port), timeout=10) as conn:
                 conn.sendall(request(f"long{i}", LONG_PRIME))
-                conn.settimeout(10)
-                data = b""
-                while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+                decoder = LengthPrefixDecoder()
+                while (message := decoder.next_message()) is None:
                     chunk = conn.recv(65536)
                     assert chunk, "the server closed the connection"
-                    data += chunk
-                reply = decode_reply(data[4:])
-                assert reply.result is not None and reply.result["prime"] is True
+                    decoder.feed(chunk)
+                assert prime_reply(message).id == f"long{i}"
     assert server.counters["executed"] == 4  # summed over the workers
