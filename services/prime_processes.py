@@ -4,7 +4,7 @@ A 400-digit prime takes ~30 ms of pure-Python arithmetic (Baillie-PSW), and a
 server that tests it on its event loop answers nobody else meanwhile:
 measured (``python -m experiments.long_checks``), one client checking such
 primes cut four clients checking 10-digit numbers from 6,000-10,000 answers/s
-to 120-240, at a median latency of 27-33 ms.
+to 120-260, at a median latency of 26-33 ms.
 A worker thread would not help, since the test holds the GIL. So the numbers
 server hands long numbers (``NumbersService.blocks``) to a worker thread,
 which waits here for a process to test them; the event loop keeps answering.
