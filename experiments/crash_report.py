@@ -19,7 +19,7 @@ from experiments.audit import percentile
 from experiments.crash_runner import RealRun
 from experiments.report import PREDICTED, Record, measured_vs_predicted, record
 from experiments.runner import Cell, CellRun
-from services.cli import RANDOM_POINT
+from services.programs.cli import RANDOM_POINT
 from transports.endpoint import AFTER_APPLY, BEFORE_APPLY
 from transports.faults import FaultSpec
 from transports.semantics import Semantics

@@ -52,7 +52,7 @@ from experiments.crash_report import crash_record, real_record, render
 from experiments.crash_runner import RealCell, RealRun, run_real_cell
 from experiments.report import write_results
 from experiments.runner import Cell, run_cell
-from services.cli import CRASH_POINTS, RANDOM_POINT
+from services.programs.cli import CRASH_POINTS, RANDOM_POINT
 from transports.faults import FaultSpec, FaultSpecError
 from transports.retry import POLICY_NAMES, parse_policy
 from transports.semantics import Semantics

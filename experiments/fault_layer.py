@@ -32,11 +32,11 @@ from typing import Any
 
 from experiments.roundtrip import ZeroFaultContext
 from services.text import TextService
-from transports.driver import ServerContext
+from transports.aio.driver import ServerContext
+from transports.aio.tcp import _ServerConnection
+from transports.aio.udp import _ServerProtocol
 from transports.endpoint import ServerEndpoint
 from transports.framing import frame
-from transports.tcp import _ServerConnection
-from transports.udp import _ServerProtocol
 from transports.wire import Request, encode_request
 
 TRANSPORTS = ("tcp", "udp")

@@ -36,9 +36,9 @@ from experiments.runner import SCRYPT_N, SESSION_TTL, Cell, CellRun, run_client
 from experiments.workload import Operation, open_accounts, plan_operations
 from services.bank import BankService
 from services.ledger import Ledger
+from transports.aio.client import start_server
+from transports.aio.driver import ServerContext
 from transports.call import CallResult
-from transports.client import start_server
-from transports.driver import ServerContext
 from transports.endpoint import ServerEndpoint
 from transports.faults import FaultSpecError
 from transports.netns import NetnsError, NetnsPair, Side, inside, support

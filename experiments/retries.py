@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("in-process", "kernel"),
         default="in-process",
         help="kernel: packet loss by the kernel between two network namespaces "
-        "(tcp and udp only; root, Linux; see transports/netns.py)",
+        "(tcp and udp only; root, Linux; see transports/netns/)",
     )
     p.add_argument("--rate", metavar="RATE", help="kernel backend: tc tbf rate limit, e.g. 10mbit")
     p.add_argument("--seed", type=int, default=1)

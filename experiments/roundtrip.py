@@ -4,7 +4,7 @@ Each peer runs in its own process (``python -m experiments.roundtrip --serve
 PEER ...``, as a user would run a server) and prints one ``[LISTENING] ...:PORT``
 line:
 
-* ``ours``: ``python -m services serve SERVICE`` itself (``services.cli.main``);
+* ``ours``: ``python -m services serve SERVICE`` itself (``services.programs.cli.main``);
   ``--fault-layer`` installs a server-side fault link per direction and peer
   with every probability zero (the CLI leaves the layer out for a zero spec);
   ``--workers N`` runs it as N processes sharing the port (``serve --workers``).
@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from services import text
-from transports.driver import STREAM_READ_SIZE, Links, ServerContext, limit_read_size
+from transports.aio.driver import STREAM_READ_SIZE, Links, ServerContext, limit_read_size
+from transports.aio.udp import size_receive_buffer
 from transports.faults import Direction, FaultLink, FaultSpec
 from transports.framing import SEED_HEADER, frame, seed_frame
-from transports.udp import size_receive_buffer
 from transports.wire import Request, Status, WireError, decode_reply, encode_request
 
 LISTENING = "[LISTENING]"
@@ -174,11 +174,11 @@ def serve(
     if peer == "seed":
         _seed_server()
         return 0
-    from services import cli, server
+    from services.programs import cli, server
 
     if fault_layer:
         # The CLI is the server a user runs; only its context class changes here
-        # (in services.server, which builds it; forked workers inherit the change).
+        # (in services.programs.server, which builds it; forked workers inherit the change).
         server.ServerContext = ZeroFaultContext  # type: ignore[attr-defined]
     argv = ["serve", service, "--transport", transport, "--port", "0", "--framing", framing]
     argv += ["--prime-processes", str(prime_processes)]  # used by numbers only

@@ -26,9 +26,9 @@ from experiments.workload import (
 )
 from services.bank import BankService
 from services.ledger import Ledger
+from transports.aio.client import RpcClient, open_channel, start_server
+from transports.aio.driver import ServerContext
 from transports.call import CallResult, RetrySettings
-from transports.client import RpcClient, open_channel, start_server
-from transports.driver import ServerContext
 from transports.endpoint import ServerEndpoint
 from transports.faults import FaultSpec
 from transports.retry import RetryPolicy, RtoEstimator

@@ -3,7 +3,7 @@
 Role: the process manager of the crash experiment. ``Supervisor`` starts
 ``python -m services serve ARGS --port PORT`` (incarnation 0) and waits for
 its ``[LISTENING]`` line; a background thread waits on the process and, when
-it dies by SIGKILL (its own crash hook, ``services.crash_hook.ProcessCrasher``),
+it dies by SIGKILL (its own crash hook, ``services.programs.crash_hook.ProcessCrasher``),
 checks the ledger file with SQLite's ``integrity_check`` while nothing has it
 open, then starts incarnation 1, 2, ... on the same port and ledger. Any
 other death (a real bug) is not papered over: supervision stops and

@@ -83,8 +83,8 @@ from experiments.throughput_labels import (
     workers_label,
 )
 from experiments.throughput_report import plot, render, targets
+from transports.aio.client import RpcClient, open_channel
 from transports.call import RetrySettings
-from transports.client import RpcClient, open_channel
 from transports.retry import RetryPolicy
 
 

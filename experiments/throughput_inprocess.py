@@ -103,9 +103,9 @@ PRIME_CASES: dict[str, int] = {
 
 
 def prime_times(repeat: int = 200) -> list[dict[str, Any]]:
-    from services.base import CallContext
     from services.numbers import NumbersService
     from services.primes import is_probable_prime
+    from transports.service import CallContext
 
     cases = dict(PRIME_CASES)
     n = 10**99 + 1

@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from services.base import CallContext, JsonObject
 from services.errors import InvalidArgument, UnknownOperation
 from services.ledger import MAX_AMOUNT, Ledger
+from transports.service import CallContext, JsonObject
 
 MAX_PIN_LEN = 32
 MAX_TOKEN_LEN = 128

@@ -1,23 +1,23 @@
-"""Typed errors of the service layer.
+"""Typed errors of the services.
 
-Every error a service raises is a ``ServiceError`` subclass with a stable
-``code``; the server endpoint maps it to a wire error reply in exactly one place
-(``transports.endpoint``), so services never build replies themselves.
+Every error a service raises is a subclass of ``transports.service.ServiceError``
+with a stable ``code``; the server endpoint maps it to a wire error reply.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from transports.service import ServiceError
 
-
-class ServiceError(Exception):
-    """Base of all service errors; ``code`` is what goes on the wire."""
-
-    code: ClassVar[str] = "SERVICE_ERROR"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+__all__ = [
+    "AuthFailed",
+    "InsufficientFunds",
+    "InvalidArgument",
+    "LimitExceeded",
+    "ServiceError",
+    "TransactionFailed",
+    "Unauthenticated",
+    "UnknownOperation",
+]
 
 
 class InvalidArgument(ServiceError):

@@ -33,9 +33,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from services.base import CallContext, JsonObject
 from services.errors import InvalidArgument, UnknownOperation
 from services.primes import MAX_DIGITS, check_digits, is_probable_prime
+from transports.service import CallContext, JsonObject
 
 OP_CHECK = "numbers.check"
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.base import CallContext, JsonObject
 from services.errors import InvalidArgument, UnknownOperation
+from transports.service import CallContext, JsonObject
 
 #: Longest accepted ``text``, in characters (code points), not bytes.
 MAX_TEXT_CHARS = 4000

@@ -15,7 +15,7 @@ transport has not validated the peer's address.
 before the service executes a request and ``(request, AFTER_APPLY)`` just
 after it returned (its ledger change committed) and before the reply is
 cached, encoded or sent: the two points where a process-crash injector
-(``services.crash_hook``) kills a real server.
+(``services.programs.crash_hook``) kills a real server.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
-from services.base import CallContext, Service
-from services.errors import ServiceError
 from transports.semantics import InProgress, ReplyCache, Semantics
+from transports.service import CallContext, Service, ServiceError
 from transports.wire import (
     MAX_MESSAGE_SIZE,
     Reply,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from transports.driver import Links
+from transports.aio.driver import Links
 from transports.faults import Delivery, FaultLink, FaultSpec, Verdict
 from transports.sim import CrashPoint
 

@@ -60,8 +60,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from transports.aio.driver import Links
 from transports.call import Call, CallResult, RetrySettings
-from transports.driver import Links
 from transports.endpoint import ServerEndpoint
 from transports.faults import FaultLink, FaultSpec
 from transports.wire import Request

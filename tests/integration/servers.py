@@ -16,13 +16,13 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.base import Service
+from transports.aio.client import RpcClient, RunningServer, open_channel, start_server
+from transports.aio.driver import ServerContext, ServerLimits
 from transports.call import RetrySettings
-from transports.client import RpcClient, RunningServer, open_channel, start_server
-from transports.driver import ServerContext, ServerLimits
 from transports.endpoint import ServerEndpoint
 from transports.retry import RetryPolicy
 from transports.semantics import Semantics
+from transports.service import Service
 
 
 @asynccontextmanager

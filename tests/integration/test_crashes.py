@@ -27,10 +27,10 @@ from experiments.crashes import RealCell, RealRun, run_real_cell
 from experiments.runner import Cell
 from experiments.supervisor import Supervisor, SupervisorError, free_port
 from experiments.workload import open_accounts
-from services.crash_hook import ProcessCrasher
 from services.ledger import Ledger
+from services.programs.crash_hook import ProcessCrasher
+from transports.aio.client import RpcClient, open_channel
 from transports.call import Outcome, RetrySettings
-from transports.client import RpcClient, open_channel
 from transports.endpoint import AFTER_APPLY, BEFORE_APPLY
 from transports.faults import FaultSpec
 from transports.retry import parse_policy

@@ -29,9 +29,9 @@ from services.bank import BankService
 from services.ledger import Ledger
 from services.text import TextService
 from tests.integration.servers import Served, client_for, running, serve_process
+from transports.aio.client import RpcClient, open_channel
+from transports.aio.driver import ServerLimits
 from transports.call import Outcome, RetrySettings
-from transports.client import RpcClient, open_channel
-from transports.driver import ServerLimits
 from transports.framing import frame
 from transports.retry import RetryPolicy
 from transports.semantics import Semantics

@@ -12,7 +12,7 @@ import socket
 
 from services.text import MAX_TEXT_CHARS, TextService
 from tests.integration.servers import running
-from transports.driver import STREAM_READ_SIZE
+from transports.aio.driver import STREAM_READ_SIZE
 from transports.framing import LENGTH_PREFIX_SIZE, frame
 from transports.wire import MAX_MESSAGE_SIZE, Request, decode_reply, encode_request
 

@@ -9,8 +9,8 @@ from services.ledger import Ledger
 from services.numbers import NumbersService
 from services.text import TextService
 from tests.integration.servers import client_for, running
+from transports.aio.client import RpcClient
 from transports.call import Outcome
-from transports.client import RpcClient
 from transports.semantics import Semantics
 
 LAB_TEXT = [

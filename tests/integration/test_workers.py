@@ -30,8 +30,8 @@ from experiments import throughput_report
 from experiments.roundtrip import drive, service_workload, start_peer, stop_peer
 from services.ledger import Ledger
 from tests.integration.servers import LISTENING, serve_process
+from transports.aio.client import RpcClient, open_channel
 from transports.call import Outcome, RetrySettings
-from transports.client import RpcClient, open_channel
 from transports.retry import RetryPolicy
 
 WORKERS_LINE = re.compile(r"\[WORKERS\] (\d+) processes on port (\d+): pids ([\d ]+)")

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from services.bank import BankService
-from services.base import CallContext, JsonObject, Service
 from services.errors import (
     AuthFailed,
     InsufficientFunds,
@@ -21,6 +20,7 @@ from services.errors import (
     UnknownOperation,
 )
 from services.ledger import MAX_AMOUNT, Ledger
+from transports.service import CallContext, JsonObject, Service
 
 FAST_N = 2**10
 _ids = itertools.count()

@@ -28,14 +28,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.bank import BankService
-from services.base import CallContext, JsonObject
 from services.ledger import Ledger
 from services.text import TextService
-from transports.driver import ServerContext, ServerLimits, dispatch
+from transports.aio.driver import ServerContext, ServerLimits, dispatch
+from transports.aio.tcp import _ServerConnection
 from transports.endpoint import RESULT_TOO_LARGE, ServerEndpoint
 from transports.framing import frame
 from transports.semantics import Semantics
-from transports.tcp import _ServerConnection
+from transports.service import CallContext, JsonObject
 from transports.wire import (
     MAX_MESSAGE_SIZE,
     Reply,
@@ -588,7 +588,7 @@ class PassthroughLinkContext(ServerContext):
     """Every peer gets fault links whose probabilities are all zero."""
 
     def links_for_peer(self, *, stream: bool) -> Any:
-        from transports.driver import Links
+        from transports.aio.driver import Links
         from transports.faults import FaultLink, FaultSpec
 
         spec = FaultSpec()
@@ -629,8 +629,8 @@ class FakeDatagramTransport(asyncio.DatagramTransport):
 
 
 def test_zero_probability_links_count_every_datagram_per_peer() -> None:
+    from transports.aio.udp import _ServerProtocol
     from transports.faults import FaultSpec
-    from transports.udp import _ServerProtocol
 
     ctx = PassthroughLinkContext(ServerEndpoint(TextService()), faults=FaultSpec())
     server = _ServerProtocol(ctx)

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.base import CallContext
 from services.errors import InvalidArgument, UnknownOperation
 from services.numbers import OFFLOAD_DIGITS, NumbersService, seed_reply
 from services.primes import MAX_DIGITS, is_probable_prime
+from transports.service import CallContext
 
 CTX = CallContext(request_id="req-1", now=0.0)
 

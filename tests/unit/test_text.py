@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.base import CallContext
 from services.errors import InvalidArgument, UnknownOperation
 from services.text import MAX_TEXT_CHARS, TextService, seed_reply
+from transports.service import CallContext
 
 CTX = CallContext(request_id="req-1", now=0.0)
 

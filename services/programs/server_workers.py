@@ -1,7 +1,7 @@
 """``serve --workers N`` (N > 1): N server processes on one port, to use every core.
 
 The processes share the port through SO_REUSEPORT; the forking, the parent
-link and the supervision are ``transports/workers.py``. This module is what
+link and the supervision are ``transports/aio/workers.py``. This module is what
 the service side adds: it checks the options in the parent before any process
 exists, refusing those whose guarantees live in one process
 (``_check_workers``); each worker runs the ordinary ``run_server`` on its
@@ -23,8 +23,8 @@ from collections import Counter
 from collections.abc import Mapping
 from functools import partial
 
-from services.options import UsageError, served_semantics, server_limits, warn_if_exposed
-from services.server import (
+from services.programs.options import UsageError, served_semantics, server_limits, warn_if_exposed
+from services.programs.server import (
     Console,
     cannot_listen,
     counters_line,
@@ -33,7 +33,7 @@ from services.server import (
     make_service,
     run_server,
 )
-from transports import workers
+from transports.aio import workers
 from transports.faults import FaultSpec
 from transports.semantics import Semantics
 

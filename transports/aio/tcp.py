@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
-from transports.driver import (
+from transports.aio.driver import (
     STREAM_READ_SIZE,
     ConnectionLost,
     Inbox,

@@ -4,7 +4,7 @@ Every namespace, and with it every rule, qdisc and veth inside, is removed on
 exit: also on an exception, on Ctrl-C and on SIGTERM (turned into SystemExit
 while a pair is open). Names carry the owner's pid, so ``cleanup_stale`` can
 remove what a process killed outright left behind. The faults themselves come
-from ``transports.netns_rules.LinkFaults``.
+from ``transports.netns.rules.LinkFaults``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import threading
 from dataclasses import dataclass, field
 from types import FrameType
 
-from transports.netns_commands import Runner, check, run_command
-from transports.netns_rules import LinkFaults
+from transports.netns.commands import Runner, check, run_command
+from transports.netns.rules import LinkFaults
 
 PREFIX = "rtfault"
 _counter = itertools.count(1)

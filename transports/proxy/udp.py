@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from transports.faults import FaultLink
-from transports.proxy_config import READ_SIZE, REPLY, REQUEST
+from transports.proxy.config import READ_SIZE, REPLY, REQUEST
 
 if TYPE_CHECKING:  # the proxy owns its sessions: import for typing only
-    from transports.proxy_server import FaultProxy
+    from transports.proxy.server import FaultProxy
 
 
 class UdpSession:

@@ -2,7 +2,7 @@
 
 ``serve`` is ``python -m services serve`` with one process; ``run_server`` is
 the server itself, which each ``--workers`` worker also runs
-(``services.server_workers``), with a ``Console`` saying where its output
+(``services.programs.server_workers``), with a ``Console`` saying where its output
 goes. It builds the service (the bank's SQLite ledger), the endpoint with its
 call semantics and crash hook, and the transport's ``ServerContext`` (looked
 up here at run time: ``experiments.roundtrip`` replaces it to add a zero-fault
@@ -24,18 +24,18 @@ from collections.abc import Callable, Mapping
 
 from services import numbers, text
 from services.bank import BankService
-from services.base import Service
-from services.crash_hook import ProcessCrasher
 from services.ledger import Ledger
-from services.options import UsageError, served_semantics, server_limits, warn_if_exposed
 from services.prime_processes import PrimeProcesses
+from services.programs.crash_hook import ProcessCrasher
+from services.programs.options import UsageError, served_semantics, server_limits, warn_if_exposed
 from transports import netns
-from transports.client import start_server
-from transports.driver import ServerContext
+from transports.aio.client import start_server
+from transports.aio.driver import ServerContext
+from transports.aio.tcp import SeedHandler
 from transports.endpoint import ServerEndpoint
 from transports.faults import FaultSpec
 from transports.semantics import Semantics
-from transports.tcp import SeedHandler
+from transports.service import Service
 
 __all__ = [
     "DISCONNECT",

@@ -1,7 +1,7 @@
 """Interactive clients: text, numbers and the lab's ATM dialogue.
 
 They read standard input line by line (typed or piped) and talk to a server
-through ``transports.client.RpcClient``. Each answers like the lab's clients;
+through ``transports.aio.client.RpcClient``. Each answers like the lab's clients;
 the ATM adds what a retrying client must say honestly: an operation whose
 outcome is unknown may or may not have been applied.
 """
@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from transports.aio.client import RpcClient, open_channel
 from transports.call import CallResult, Outcome, RetrySettings
-from transports.client import RpcClient, open_channel
 from transports.faults import FaultSpec
 
 DISCONNECT = "!DISCONNECT"

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from transports.faults import FaultSpec
-from transports.netns_commands import NetnsError, Runner, run_command
-from transports.netns_pair import NetnsPair
+from transports.netns.commands import NetnsError, Runner, run_command
+from transports.netns.pair import NetnsPair
 
 
 @dataclass(frozen=True)

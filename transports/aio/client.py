@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from transports.aio.driver import ClientChannel, ConnectionLost, Links, NotSent, ServerContext
+from transports.aio.tcp import SeedHandler, TcpChannel, start_tcp_server
+from transports.aio.udp import UdpChannel, start_udp_server
 from transports.call import Call, CallResult, RetrySettings
-from transports.driver import ClientChannel, ConnectionLost, Links, NotSent, ServerContext
 from transports.faults import FaultSpec
 from transports.retry import RetryPolicy
-from transports.tcp import SeedHandler, TcpChannel, start_tcp_server
-from transports.udp import UdpChannel, start_udp_server
 from transports.wire import Request
 
 TRANSPORTS = ("tcp", "udp")

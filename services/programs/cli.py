@@ -1,10 +1,10 @@
 """Command line: ``serve`` a service over a transport, or run a ``client``.
 
 Only the command line lives here: the options, their checks that need no
-server, and the dispatch. The work is done by ``services.server`` (one server
-process), ``services.server_workers`` (``serve --workers N``),
-``services.crash_hook`` (``--faults crash=P``) and ``services.clients``.
-Together with ``services.options`` these modules are the composition root:
+server, and the dispatch. The work is done by ``services.programs.server`` (one server
+process), ``services.programs.server_workers`` (``serve --workers N``),
+``services.programs.crash_hook`` (``--faults crash=P``) and ``services.programs.clients``.
+Together with ``services.programs.options`` these modules are the composition root:
 the part of ``services`` that imports ``transports``, to wire a service to a
 driver. The services themselves know nothing of sockets.
 
@@ -20,14 +20,14 @@ import sys
 from collections.abc import Sequence
 
 from services import numbers
-from services.crash_hook import CRASH_OPS, CRASH_POINTS, RANDOM_POINT, ProcessCrasher
-from services.options import UsageError
-from services.server import serve
-from services.server_workers import serve_workers
-from transports import workers
+from services.programs.crash_hook import CRASH_OPS, CRASH_POINTS, RANDOM_POINT, ProcessCrasher
+from services.programs.options import UsageError
+from services.programs.server import serve
+from services.programs.server_workers import serve_workers
+from transports.aio import workers
+from transports.aio.client import TRANSPORTS, default_settings
+from transports.aio.driver import ServerLimits
 from transports.call import RetrySettings
-from transports.client import TRANSPORTS, default_settings
-from transports.driver import ServerLimits
 from transports.faults import FaultSpec, FaultSpecError
 from transports.retry import RetryPolicy
 from transports.semantics import Semantics
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("in-process", "kernel"),
         default="in-process",
         help="kernel: serve inside a network namespace joined by veth to a client namespace, "
-        "with the network faults done by the kernel (root, Linux; see transports/netns.py)",
+        "with the network faults done by the kernel (root, Linux; see transports/netns/)",
     )
     serve.add_argument(
         "--workers",
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.workers != 1:
                 return serve_workers(args, faults)
             return asyncio.run(serve(args, faults))
-        from services.clients import run_client
+        from services.programs.clients import run_client
 
         return asyncio.run(
             run_client(

@@ -16,7 +16,7 @@ import asyncio
 from collections import OrderedDict
 from typing import Any, cast
 
-from transports.driver import Inbox, Links, ServerContext, limit_read_size, through_link
+from transports.aio.driver import Inbox, Links, ServerContext, limit_read_size, through_link
 from transports.wire import MAX_MESSAGE_SIZE
 
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)

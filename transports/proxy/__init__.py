@@ -20,10 +20,10 @@ Documentation: docs/FAULT_PROXY.md.
 
 On SIGINT or SIGTERM it prints a counter summary per direction and exits 0.
 
-This module is the command line. The pieces: ``transports.proxy_config``
-(settings, addresses), ``transports.proxy_stats`` (counters, summary),
-``transports.proxy_tcp`` and ``transports.proxy_udp`` (the relays) and
-``transports.proxy_server`` (``FaultProxy``, which runs them).
+This module is the command line. The pieces: ``transports.proxy.config``
+(settings, addresses), ``transports.proxy.stats`` (counters, summary),
+``transports.proxy.tcp`` and ``transports.proxy.udp`` (the relays) and
+``transports.proxy.server`` (``FaultProxy``, which runs them).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from collections.abc import Sequence
 from transports.faults import FaultSpec, FaultSpecError
 
 # The pieces live in sibling modules; the names below stay importable from here.
-from transports.proxy_config import REPLY, REQUEST, ProxyConfig, describe, parse_address
-from transports.proxy_server import FaultProxy
-from transports.proxy_stats import ProxyStats
+from transports.proxy.config import REPLY, REQUEST, ProxyConfig, describe, parse_address
+from transports.proxy.server import FaultProxy
+from transports.proxy.stats import ProxyStats
 
 __all__ = ["FaultProxy", "ProxyConfig", "ProxyStats", "main", "parse_address"]
 
@@ -113,7 +113,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(summary, flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

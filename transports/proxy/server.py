@@ -11,10 +11,10 @@ import asyncio
 import collections
 from typing import Any
 
-from transports.proxy_config import ProxyConfig
-from transports.proxy_stats import ProxyStats
-from transports.proxy_tcp import TcpConnection
-from transports.proxy_udp import UdpListener, UdpSession
+from transports.proxy.config import ProxyConfig
+from transports.proxy.stats import ProxyStats
+from transports.proxy.tcp import TcpConnection
+from transports.proxy.udp import UdpListener, UdpSession
 
 
 class FaultProxy:

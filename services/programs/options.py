@@ -1,7 +1,7 @@
 """Serve options turned into checked values; ``UsageError`` for a bad one.
 
-Shared by the single-process server (``services.server``) and ``serve
---workers N`` (``services.server_workers``), which must refuse a bad value the
+Shared by the single-process server (``services.programs.server``) and ``serve
+--workers N`` (``services.programs.server_workers``), which must refuse a bad value the
 same way: the workers' parent checks everything before it forks, so no worker
 is left to fail on an option.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from transports.driver import ServerLimits
+from transports.aio.driver import ServerLimits
 from transports.semantics import Semantics
 
 __all__ = [

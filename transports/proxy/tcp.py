@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from transports.faults import FaultLink
 from transports.framing import FramingError, LengthPrefixDecoder, frame
-from transports.proxy_config import READ_SIZE, REPLY, REQUEST
+from transports.proxy.config import READ_SIZE, REPLY, REQUEST
 
 if TYPE_CHECKING:  # the proxy owns its connections: import for typing only
-    from transports.proxy_server import FaultProxy
+    from transports.proxy.server import FaultProxy
 
 QUEUE_ITEMS = 64  # messages held per TCP direction before reading pauses (backpressure)
 CONNECT_TIMEOUT = 5.0

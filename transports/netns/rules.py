@@ -5,7 +5,7 @@
 * TCP resets: ``reject with tcp reset`` for a random fraction of arriving packets;
 * rate limiting: tc tbf; delay, jitter, dup, reorder, corruption, burst loss: tc netem.
 
-``LinkFaults`` holds the methods; ``transports.netns_pair.NetnsPair`` mixes them
+``LinkFaults`` holds the methods; ``transports.netns.pair.NetnsPair`` mixes them
 into the pair, which supplies the runner and the two sides.
 """
 
@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from transports.faults import FaultSpec
-from transports.netns_commands import NetnsError, Runner, UnsupportedFault, check
+from transports.netns.commands import NetnsError, Runner, UnsupportedFault, check
 
 if TYPE_CHECKING:  # the pair mixes these rules in: import for typing only
-    from transports.netns_pair import Side
+    from transports.netns.pair import Side
 
 TABLE = "rtfault"  # our nftables table (family inet) in each namespace
 SCALE = 1_000_000  # numgen resolution: probabilities are applied to 1e-6
@@ -36,7 +36,7 @@ def default_loss_tool() -> str | None:
 class LinkFaults:
     """Kernel faults on both directions of the link between ``a`` and ``b`` (a mixin)."""
 
-    # Supplied by the pair (transports.netns_pair.NetnsPair).
+    # Supplied by the pair (transports.netns.pair.NetnsPair).
     runner: Runner
     a: Side
     b: Side

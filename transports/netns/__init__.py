@@ -39,17 +39,17 @@ from transports.faults import FaultSpec
 # docstring above is also the --help text, so the layout is told here): running
 # commands, the pair's lifecycle, its fault rules, the capability probe, setns.
 # Every name below stays importable from transports.netns.
-from transports.netns_commands import (
+from transports.netns.commands import (
     CommandResult,
     NetnsError,
     Runner,
     UnsupportedFault,
     run_command,
 )
-from transports.netns_inside import inside
-from transports.netns_pair import PREFIX, NetnsPair, Side, cleanup_stale
-from transports.netns_probe import KernelSupport, probe, support
-from transports.netns_rules import SCALE, TABLE, LinkFaults, default_loss_tool, netem_args
+from transports.netns.inside import inside
+from transports.netns.pair import PREFIX, NetnsPair, Side, cleanup_stale
+from transports.netns.probe import KernelSupport, probe, support
+from transports.netns.rules import SCALE, TABLE, LinkFaults, default_loss_tool, netem_args
 
 __all__ = [
     "PREFIX",
@@ -130,7 +130,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(found.describe())
     print("kernel backend: " + ("usable" if reason is None else f"unavailable: {reason}"))
     return 0 if reason is None else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """The fault proxy's settings: ``ProxyConfig``, ``HOST:PORT`` parsing and the one-line description.
 
-Shared by the TCP and UDP relays (``transports.proxy_tcp``, ``transports.proxy_udp``),
-the counters (``transports.proxy_stats``) and the command line (``transports.proxy``).
+Shared by the TCP and UDP relays (``transports.proxy.tcp``, ``transports.proxy.udp``),
+the counters (``transports.proxy.stats``) and the command line (``transports.proxy``).
 """
 
 from __future__ import annotations

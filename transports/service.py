@@ -1,12 +1,27 @@
-"""The interface every service implements, and the per-call context."""
+"""The interface a service implements for the transports, and the error it raises.
+
+``transports`` owns this contract; ``services`` implements it. The server
+endpoint maps a ``ServiceError`` to a wire error reply in exactly one place
+(``transports.endpoint``), so services never build replies themselves.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 JsonObject = dict[str, Any]
+
+
+class ServiceError(Exception):
+    """Base of all service errors; ``code`` is what goes on the wire."""
+
+    code: ClassVar[str] = "SERVICE_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass(frozen=True, init=False)

@@ -7,7 +7,7 @@ import collections
 from tabulate import tabulate
 
 from transports.faults import Verdict
-from transports.proxy_config import REPLY, REQUEST, ProxyConfig, describe
+from transports.proxy.config import REPLY, REQUEST, ProxyConfig, describe
 
 DIRECTION_NAMES = {REQUEST: "client->server", REPLY: "server->client"}
 # Summary columns. In stream mode dup and reorder are absorbed (always 0); UDP

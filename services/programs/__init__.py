@@ -1,0 +1,1 @@
+"""Programs that wire the services to the transports: command line, running servers, clients."""
