@@ -48,10 +48,11 @@ from pathlib import Path
 from typing import Any
 
 from services import text
-from transports.aio.driver import STREAM_READ_SIZE, Links, ServerContext, limit_read_size
+from transports.aio.driver import STREAM_READ_SIZE, ServerContext, limit_read_size
 from transports.aio.udp import size_receive_buffer
 from transports.faults import Direction, FaultLink, FaultSpec
 from transports.framing import SEED_HEADER, frame, seed_frame
+from transports.links import Links
 from transports.wire import Request, Status, WireError, decode_reply, encode_request
 
 LISTENING = "[LISTENING]"

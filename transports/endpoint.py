@@ -1,11 +1,22 @@
-"""Server endpoint: bytes in, bytes out, no I/O (h11 style).
+"""Server endpoint: the one request pipeline, bytes in, bytes out, no I/O (h11 style).
 
-``ServerEndpoint.handle(data, now)`` decodes one request, applies the call
-semantics (reply cache, idempotency keys), runs the service and encodes the
-reply. It is the one place where service errors become wire errors. Drivers
-(tcp, udp, sim) only move the bytes.
+Every driver (TCP, UDP, the worker pool, the simulator) runs a request the
+same way, in two steps:
 
-``limit_reply`` fits a reply into a byte budget (UDP anti-amplification, see
+* ``receive(data, now, budget)`` decodes it and applies the call semantics'
+  deduplication (the at-most-once reply cache). It answers at once, with
+  reply bytes (an error, a cached reply) or None (drop), or returns the
+  ``Request`` to execute.
+* ``complete(request, now, budget)`` runs the service, remembers the reply
+  (reply cache), encodes it and fits it to the budget. Between the two steps
+  an at-most-once request is "in progress": a simulator's service time or a
+  crash sits there, and a driver with worker threads runs ``complete`` there
+  when the service ``blocks`` on the request.
+
+``handle`` is the two steps back to back. The endpoint is the one place where
+service errors become wire errors.
+
+``budget`` caps a reply's size in bytes (UDP anti-amplification, see
 docs/SECURITY.md): the endpoint does the fitting because only it can shorten
 an error reply and still produce a valid, correctly checksummed message; the
 driver decides whether a budget applies, since only it knows that its
@@ -46,7 +57,7 @@ INTERNAL = "INTERNAL"
 RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
 _OVER_BUDGET = "reply exceeds the UDP anti-amplification limit; use TCP"
 
-# Where ``finish`` calls its crash hook.
+# Where ``complete`` calls its crash hook.
 BEFORE_APPLY = "before-apply"
 AFTER_APPLY = "after-apply"
 CrashHook = Callable[[Request, str], None]
@@ -81,47 +92,22 @@ class ServerEndpoint:
         return bool(self.service.blocking_ops)
 
     def blocks(self, request: Request) -> bool:
-        """Whether ``request`` may block, so a driver runs it in a worker thread."""
+        """Whether the service may block on ``request``: run ``complete`` off the event loop."""
         return self.service.blocks(request.op, request.args)
 
-    def handle(self, data: bytes, now: float, *, max_reply: int | None = None) -> bytes | None:
-        """Answer one encoded request; None means drop it (nothing to say).
+    def handle(self, data: bytes, now: float, budget: int | None = None) -> bytes | None:
+        """``receive`` then, if there is a request to run, ``complete``, on this thread."""
+        received = self.receive(data, now, budget)
+        if isinstance(received, Request):
+            return self.complete(received, now, budget)
+        return received
 
-        ``max_reply`` caps the reply's size in bytes (see ``limit_reply``).
-        """
-        admitted = self.admit(data, now)
-        reply = self.finish(admitted, now) if isinstance(admitted, Request) else admitted
-        return self.limit_reply(reply, max_reply)
+    def receive(self, data: bytes, now: float, budget: int | None = None) -> Request | bytes | None:
+        """Decode and deduplicate one request (the first step of the pipeline).
 
-    def limit_reply(self, reply: bytes | None, max_reply: int | None) -> bytes | None:
-        """``reply`` if it fits in ``max_reply`` bytes, else the closest thing that does.
-
-        An error reply keeps its code and loses the tail of its message; an ok
-        reply becomes a ``RESULT_TOO_LARGE`` error (the result is not sent, as
-        if it exceeded the message limit); if not even an error with an empty
-        message fits, the reply is dropped. Each case is counted. ``None``
-        (no budget) returns ``reply`` unchanged.
-        """
-        if reply is None or max_reply is None or len(reply) <= max_reply:
-            return reply
-        decoded = decode_reply(reply)  # our own encoding: cannot fail
-        if decoded.status is Status.OK:
-            self.count("amplification_replaced")
-            decoded = Reply.error(decoded.id, decoded.attempt, RESULT_TOO_LARGE, _OVER_BUDGET)
-        else:
-            self.count("amplification_truncated")
-        fitted = _fit_error(decoded, max_reply)
-        if fitted is None:
-            self.count("amplification_dropped")
-        return fitted
-
-    def admit(self, data: bytes, now: float) -> Request | bytes | None:
-        """First half of ``handle``: decode and deduplicate.
-
-        Returns the ``Request`` to execute (then call ``finish``), or the
-        answer right away: reply bytes (an error or a cached reply) or None
-        (drop). Between the two halves an at-most-once request is "in
-        progress": a simulator with a service time or a crash sits there.
+        Returns the reply right away, bytes (an error or a cached reply,
+        fitted to ``budget``) or None (drop: nothing to say), or the
+        ``Request`` to ``complete``.
         """
         try:
             request = decode_request(data)
@@ -129,7 +115,8 @@ class ServerEndpoint:
             self.count(f"rejected_{err.code.lower()}")
             if not err.answerable or err.request_id is None:
                 return None  # a corrupted message's id cannot be trusted
-            return encode_reply(Reply.error(err.request_id, err.attempt, err.code, err.message))
+            reply = Reply.error(err.request_id, err.attempt, err.code, err.message)
+            return self.limit_reply(encode_reply(reply), budget)
         self.count("requests")
         if self.reply_cache is None:
             return request
@@ -140,10 +127,10 @@ class ServerEndpoint:
             self.count("dropped_in_progress")
             return None
         self.count("reply_cache_hits")
-        return self._encode(replace(cached, attempt=request.attempt))
+        return self.limit_reply(self._encode(replace(cached, attempt=request.attempt)), budget)
 
-    def finish(self, request: Request, now: float) -> bytes:
-        """Second half of ``handle``: execute, remember the reply, encode it."""
+    def complete(self, request: Request, now: float, budget: int | None = None) -> bytes | None:
+        """Execute, remember the reply, encode it and fit it to ``budget`` (second step)."""
         hook = self.crash_hook
         if hook is not None:
             hook(request, BEFORE_APPLY)
@@ -153,7 +140,30 @@ class ServerEndpoint:
         encoded = self._encode(reply)
         if self.reply_cache is not None:
             self.reply_cache.complete(_cache_key(request), reply, now, len(encoded))
-        return encoded
+        if budget is None or len(encoded) <= budget:
+            return encoded
+        return self.limit_reply(encoded, budget)
+
+    def limit_reply(self, reply: bytes, budget: int | None) -> bytes | None:
+        """``reply`` if it fits in ``budget`` bytes, else the closest thing that does.
+
+        An error reply keeps its code and loses the tail of its message; an ok
+        reply becomes a ``RESULT_TOO_LARGE`` error (the result is not sent, as
+        if it exceeded the message limit); if not even an error with an empty
+        message fits, the reply is dropped. Each case is counted.
+        """
+        if budget is None or len(reply) <= budget:
+            return reply
+        decoded = decode_reply(reply)  # our own encoding: cannot fail
+        if decoded.status is Status.OK:
+            self.count("amplification_replaced")
+            decoded = Reply.error(decoded.id, decoded.attempt, RESULT_TOO_LARGE, _OVER_BUDGET)
+        else:
+            self.count("amplification_truncated")
+        fitted = _fit_error(decoded, budget)
+        if fitted is None:
+            self.count("amplification_dropped")
+        return fitted
 
     def execute(self, request: Request, now: float) -> Reply:
         """Run the service; map every error to a reply (the one mapping place)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import struct
 from collections import deque
-from typing import Final, Generic, TypeVar
+from typing import Final
 
 from transports.wire import MAX_MESSAGE_SIZE
 
@@ -47,14 +47,12 @@ _LENGTH: Final = struct.Struct(">I")
 # with spaces on the right; NULs tolerate clients that zero-fill).
 _SEED_HEADER_RE: Final = re.compile(rb"[ \x00]*([0-9]+)[ \x00]*")
 
-T = TypeVar("T")
-
 
 class FramingError(Exception):
     """The byte stream violates the framing; the decoder is now unusable."""
 
 
-class _StreamDecoder(Generic[T]):
+class _StreamDecoder:
     """Shared buffer management: subclasses parse headers and bodies.
 
     Complete frames are cut straight out of the bytes ``feed`` receives (one
@@ -71,12 +69,8 @@ class _StreamDecoder(Generic[T]):
         self._need = 0  # body length of the partial frame, once its header is checked
         self._error: FramingError | None = None
 
-    def _body_length(self, header: bytes) -> int:
-        """Declared body length of ``header``; raise ``FramingError`` if invalid."""
-        raise NotImplementedError
-
-    def _convert(self, body: bytes) -> T:
-        """Turn a complete body into the message returned to the caller."""
+    def _body_length(self, data: bytes | bytearray | memoryview, pos: int) -> int:
+        """Declared body length of the header at ``data[pos:]``; ``FramingError`` if invalid."""
         raise NotImplementedError
 
     def _broken(self, error: FramingError) -> FramingError:
@@ -104,13 +98,10 @@ class _StreamDecoder(Generic[T]):
         """
         if self._error is not None:
             self._check_usable()
-        if isinstance(data, bytes):
-            self._take(data)
+        if not isinstance(data, bytes):
+            with memoryview(data) as raw, raw.cast("B") as view:
+                self.feed(bytes(view))  # asyncio reads bytes; other buffers: one copy
             return
-        with memoryview(data) as raw, raw.cast("B") as view:
-            self._take(view)
-
-    def _take(self, data: bytes | memoryview) -> None:
         size = self._header_size
         total = len(data)
         pos = 0
@@ -121,7 +112,7 @@ class _StreamDecoder(Generic[T]):
                     return  # input exhausted inside the frame
             ready = self._ready
             while total - pos >= size:
-                length = self._body_length(bytes(data[pos : pos + size]))
+                length = self._body_length(data, pos)
                 end = pos + size + length
                 if end > total:
                     break  # body incomplete: keep the checked header and what came
@@ -145,7 +136,7 @@ class _StreamDecoder(Generic[T]):
             partial += data[:pos]
             if len(partial) < size:
                 return pos
-            self._need = self._body_length(bytes(partial))
+            self._need = self._body_length(partial, 0)
         missing = size + self._need - len(partial)
         chunk = data[pos : pos + missing]
         partial += chunk
@@ -156,18 +147,15 @@ class _StreamDecoder(Generic[T]):
             self._partial = bytearray()
         return pos
 
-    def next_message(self) -> T | None:
-        """The next complete message, or ``None`` if more data is needed."""
+    def _next_body(self) -> bytes | None:
+        """The next complete frame's body, or ``None`` if more data is needed."""
         if self._error is not None:
             self._check_usable()
         if not self._ready:
             return None
         body = self._ready.popleft()
         self._ready_bytes -= self._header_size + len(body)
-        try:
-            return self._convert(body)
-        except FramingError as exc:
-            raise self._broken(exc) from None
+        return body
 
 
 # --------------------------------------------------------------------------
@@ -181,19 +169,19 @@ def frame(message: bytes) -> bytes:
     return _LENGTH.pack(len(message)) + message
 
 
-class LengthPrefixDecoder(_StreamDecoder[bytes]):
+class LengthPrefixDecoder(_StreamDecoder):
     """Splits a stream of ``frame``d messages; yields each payload as ``bytes``."""
 
     _header_size = LENGTH_PREFIX_SIZE
 
-    def _body_length(self, header: bytes) -> int:
-        (length,) = _LENGTH.unpack(header)
+    def _body_length(self, data: bytes | bytearray | memoryview, pos: int) -> int:
+        (length,) = _LENGTH.unpack_from(data, pos)
         if not 0 < length <= MAX_MESSAGE_SIZE:
             raise FramingError(f"frame length {length} outside 1..{MAX_MESSAGE_SIZE}")
         return int(length)
 
-    def _convert(self, body: bytes) -> bytes:
-        return body
+    #: The next complete message, or ``None`` if more data is needed.
+    next_message = _StreamDecoder._next_body
 
 
 # --------------------------------------------------------------------------
@@ -209,7 +197,7 @@ def seed_frame(text: str) -> bytes:
     return header + b" " * (SEED_HEADER - len(header)) + body
 
 
-class SeedDecoder(_StreamDecoder[str]):
+class SeedDecoder(_StreamDecoder):
     """Splits a stream of lab-client messages; yields each one as ``str``.
 
     A declared length of 0 is accepted and yields ``""``: the lab client sends
@@ -221,7 +209,8 @@ class SeedDecoder(_StreamDecoder[str]):
 
     _header_size = SEED_HEADER
 
-    def _body_length(self, header: bytes) -> int:
+    def _body_length(self, data: bytes | bytearray | memoryview, pos: int) -> int:
+        header = bytes(data[pos : pos + SEED_HEADER])
         match = _SEED_HEADER_RE.fullmatch(header)
         if match is None:
             raise FramingError(f"seed header is not a padded decimal length: {header!r}")
@@ -230,8 +219,12 @@ class SeedDecoder(_StreamDecoder[str]):
             raise FramingError(f"seed message length {length} exceeds {SEED_MAX_MESSAGE}")
         return length
 
-    def _convert(self, body: bytes) -> str:
+    def next_message(self) -> str | None:
+        """The next complete message, or ``None`` if more data is needed."""
+        body = self._next_body()
+        if body is None:
+            return None
         try:
             return body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise FramingError(f"seed message is not UTF-8: {exc.reason}") from None
+            raise self._broken(FramingError(f"seed message is not UTF-8: {exc.reason}")) from None

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from transports.aio.driver import Links
 from transports.faults import Delivery, FaultLink, FaultSpec, Verdict
+from transports.links import Links
 from transports.sim import CrashPoint
 
 __all__ = [

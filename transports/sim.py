@@ -60,20 +60,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from transports.aio.driver import Links
 from transports.call import Call, CallResult, RetrySettings
 from transports.endpoint import ServerEndpoint
 from transports.faults import FaultLink, FaultSpec
+from transports.links import Links
 from transports.wire import Request
 
 __all__ = ["CrashPoint", "CrashPolicy", "SimRequest", "SimResult", "random_crashes", "simulate"]
 
 # Every event is a plain tuple (time, seq, handler, client, tag, data); ``tag``
 # is an epoch (messages) or a generation (timers); ``data`` is bytes, or, for a
-# server finishing a request, (Request, server life, arrival, crash point).
-# No per-event objects.
-_Handler = Callable[[float, int, int, Any], None]
-_Event = tuple[float, int, _Handler, int, int, Any]
+# server completing a request, (Request, server life, arrival, crash point).
+# Ties in time break by the sequence number, so the order is deterministic.
+_Handler = Callable[[float, "_Client", int, Any], None]
+_Event = tuple[float, int, _Handler, "_Client", int, Any]
 
 
 class CrashPoint(enum.Enum):
@@ -132,32 +132,58 @@ class SimResult:
     crashes: list[tuple[int, CrashPoint]] = field(default_factory=list)  # (arrival, point)
 
 
+class _Client:
+    """One simulated client: its plan, its Call in progress, its links and connection."""
+
+    __slots__ = (
+        "call",
+        "connected",
+        "connections",
+        "epoch",
+        "plan",
+        "position",
+        "ready_at",
+        "reply_link",
+        "request_link",
+        "results",
+        "rng",
+        "settings",
+        "timer_at",
+        "timer_gen",
+    )
+
+    def __init__(
+        self, plan: Sequence[SimRequest], settings: RetrySettings, rng: random.Random, links: Links
+    ) -> None:
+        self.plan = plan
+        self.position = 0  # index of the next operation of the plan
+        self.settings = settings
+        self.rng = rng
+        self.request_link: FaultLink | None = links.request
+        self.reply_link: FaultLink | None = links.reply
+        self.call: Call | None = None
+        self.results: list[CallResult] = []
+        self.timer_at = math.inf  # time of the one live timer event
+        self.timer_gen = 0  # bumped to make older timer events stale
+        self.epoch = 0  # stream: bumped by a reset; older messages are discarded
+        self.connected = False
+        self.ready_at = 0.0  # stream: when the current connection's handshake ends
+        self.connections = 0
+
+
 class _Sim:
     def __init__(
         self,
         endpoint: ServerEndpoint,
-        plans: Sequence[Sequence[SimRequest]],
-        settings: Callable[[int], RetrySettings],
-        faults: FaultSpec | None,
-        seed: int,
+        clients: list[_Client],
         stream: bool,
         latency: float,
         service_time: float,
         on_server_receive: Callable[[float, bytes], None] | None,
-        links: Sequence[Links] | None,
         crash_policy: CrashPolicy | None,
     ) -> None:
-        n = len(plans)
         self.endpoint = endpoint
-        self.plans = plans
-        self.settings = [settings(i) for i in range(n)]
-        self.rngs = [random.Random(f"{seed}/client{i}") for i in range(n)]
-        if links is None:
-            links = [Links.build(faults, seed, f"client{i}", stream=stream) for i in range(n)]
-        elif len(links) != n:
-            raise ValueError(f"links: expected one Links per client ({n}), got {len(links)}")
-        self.request_links: list[FaultLink | None] = [link.request for link in links]
-        self.reply_links: list[FaultLink | None] = [link.reply for link in links]
+        self.clients = clients
         self.stream = stream
         self.latency = latency
         self.handshake = 2.0 * latency
@@ -165,15 +191,6 @@ class _Sim:
         self.hook = on_server_receive
         self.heap: list[_Event] = []
         self.seq = itertools.count()
-        self.calls: list[Call | None] = [None] * n
-        self.results: list[list[CallResult]] = [[] for _ in range(n)]
-        self.position = [0] * n
-        self.timer_at = [math.inf] * n  # time of the one live timer event per client
-        self.timer_gen = [0] * n  # bumped to make older timer events stale
-        self.epoch = [0] * n
-        self.connected = [False] * n
-        self.ready_at = [0.0] * n  # stream: when the current connection's handshake ends
-        self.connections = [0] * n
         self.messages = 0
         self.clock = 0.0
         self.crash_policy = crash_policy
@@ -181,148 +198,133 @@ class _Sim:
         self.crashes: list[tuple[int, CrashPoint]] = []
         self.server_life = 0  # bumped by a crash: admitted requests of older lives are lost
 
+    def push(self, at: float, handler: _Handler, client: _Client, tag: int, data: Any) -> None:
+        heapq.heappush(self.heap, (at, next(self.seq), handler, client, tag, data))
+
     # -- clients ----------------------------------------------------------------
 
-    def start_next(self, now: float, i: int) -> None:
-        plan, pos = self.plans[i], self.position[i]
-        if pos == len(plan):
-            self.timer_gen[i] += 1  # plan finished: any pending timer is stale
-            self.timer_at[i] = math.inf
+    def start_next(self, now: float, client: _Client) -> None:
+        pos = client.position
+        if pos == len(client.plan):
+            client.timer_gen += 1  # plan finished: any pending timer is stale
+            client.timer_at = math.inf
             return
-        self.position[i] = pos + 1
-        req = plan[pos]
-        call = Call(Request(req.request_id, req.op, req.args), self.settings[i], self.rngs[i])
-        self.calls[i] = call
-        data = call.start(now)
-        if self.stream or self.request_links[i] is not None:
-            self.send(now, i, data)
-        else:  # ``send`` then ``transmit`` without a link, inlined: the common case
-            self.messages += 1
-            heapq.heappush(
-                self.heap,
-                (now + self.latency, next(self.seq), self.on_server, i, self.epoch[i], data),
-            )
-        self.arm(i, call)
+        client.position = pos + 1
+        req = client.plan[pos]
+        call = Call(Request(req.request_id, req.op, req.args), client.settings, client.rng)
+        client.call = call
+        self.send(now, client, call.start(now))
+        self.arm(client, call)
 
-    def progress(self, now: float, i: int, call: Call) -> None:
+    def progress(self, now: float, client: _Client, call: Call) -> None:
         """After the Call changed state: record it when done, else re-arm its timer."""
         result = call.result  # set exactly when the Call is done
         if result is not None:
-            self.results[i].append(result)
-            self.start_next(now, i)
+            client.results.append(result)
+            self.start_next(now, client)
         else:
-            self.arm(i, call)
+            self.arm(client, call)
 
-    def arm(self, i: int, call: Call) -> None:
+    def arm(self, client: _Client, call: Call) -> None:
         # Keep a pending timer event when it fires no later than needed: on firing
         # it re-arms itself, so a fast reply costs no heap push for its timer.
         at = call.next_timer()
-        if at is not None and at < self.timer_at[i]:
-            self.timer_at[i] = at
-            self.timer_gen[i] += 1
-            heapq.heappush(
-                self.heap, (at, next(self.seq), self.on_timer, i, self.timer_gen[i], b"")
-            )
+        if at is not None and at < client.timer_at:
+            client.timer_at = at
+            client.timer_gen += 1
+            self.push(at, self.on_timer, client, client.timer_gen, b"")
 
-    def on_timer(self, now: float, i: int, gen: int, _: bytes) -> None:
-        if gen != self.timer_gen[i]:
+    def on_timer(self, now: float, client: _Client, gen: int, _: bytes) -> None:
+        if gen != client.timer_gen:
             return  # superseded by an earlier timer, or the plan is finished
         self.clock = now
-        self.timer_at[i] = math.inf
-        call = self.calls[i]
+        client.timer_at = math.inf
+        call = client.call
         assert call is not None
         # Loop: a zero backoff (``fixed``) makes the retry due at this very instant.
         while (at := call.next_timer()) is not None and at <= now:
             data = call.on_timer(now)
             if data is not None:
-                self.send(now, i, data)
-        self.progress(now, i, call)
+                self.send(now, client, data)
+        self.progress(now, client, call)
 
-    def send(self, now: float, i: int, data: bytes) -> None:
+    def send(self, now: float, client: _Client, data: bytes) -> None:
         self.messages += 1
         if self.stream:
-            if not self.connected[i]:
-                self.connected[i] = True
-                self.connections[i] += 1
-                self.ready_at[i] = now + self.handshake
-            if now < self.ready_at[i]:
-                ready = self.ready_at[i]
-                heapq.heappush(
-                    self.heap, (ready, next(self.seq), self.on_ready, i, self.epoch[i], data)
-                )
+            if not client.connected:
+                client.connected = True
+                client.connections += 1
+                client.ready_at = now + self.handshake
+            if now < client.ready_at:
+                self.push(client.ready_at, self.on_ready, client, client.epoch, data)
                 return
-        self.transmit(now, i, data)
+        self.transmit(now, client, data)
 
-    def on_ready(self, now: float, i: int, epoch: int, data: bytes) -> None:
+    def on_ready(self, now: float, client: _Client, epoch: int, data: bytes) -> None:
         self.clock = now
-        if epoch == self.epoch[i]:
-            self.transmit(now, i, data)
+        if epoch == client.epoch:
+            self.transmit(now, client, data)
 
-    def transmit(self, now: float, i: int, data: bytes) -> None:
-        epoch, link = self.epoch[i], self.request_links[i]
+    def transmit(self, now: float, client: _Client, data: bytes) -> None:
+        epoch, link = client.epoch, client.request_link
         if link is None:
-            event = (now + self.latency, next(self.seq), self.on_server, i, epoch, data)
-            heapq.heappush(self.heap, event)
+            self.push(now + self.latency, self.on_server, client, epoch, data)
             return
         verdict = link.apply(data, now)
         if verdict.reset:
-            self.broken(i)
+            self.broken(client)
             # Same instant, but as an event: a Call that gives up here would
             # start the next one, whose send could reset again (no recursion).
-            heapq.heappush(self.heap, (now, next(self.seq), self.on_lost, i, epoch + 1, b""))
+            self.push(now, self.on_lost, client, epoch + 1, b"")
             return
         for d in verdict.deliveries:
-            event = (d.at + self.latency, next(self.seq), self.on_server, i, epoch, d.data)
-            heapq.heappush(self.heap, event)
+            self.push(d.at + self.latency, self.on_server, client, epoch, d.data)
 
-    def broken(self, i: int) -> None:
+    def broken(self, client: _Client) -> None:
         """The connection is reset: in-flight messages die, the next send reconnects."""
-        self.epoch[i] += 1
-        self.connected[i] = False
+        client.epoch += 1
+        client.connected = False
 
-    def on_lost(self, now: float, i: int, epoch: int, _: bytes) -> None:
+    def on_lost(self, now: float, client: _Client, epoch: int, _: bytes) -> None:
         self.clock = now
-        call = self.calls[i]
+        call = client.call
         assert call is not None
         call.on_connection_lost(now)
-        self.progress(now, i, call)
+        self.progress(now, client, call)
 
-    def on_reply(self, now: float, i: int, epoch: int, data: bytes) -> None:
+    def on_reply(self, now: float, client: _Client, epoch: int, data: bytes) -> None:
         self.clock = now
-        if epoch != self.epoch[i]:
+        if epoch != client.epoch:
             return  # sent on a connection that has since been reset
-        link = self.reply_links[i]
-        if link is None:  # ``deliver``, inlined: the common case
-            call = self.calls[i]
-            assert call is not None
-            if call.on_reply(data, now):
-                self.progress(now, i, call)
+        link = client.reply_link
+        if link is None:
+            self.deliver(now, client, epoch, data)
             return
         verdict = link.apply(data, now)
         if verdict.reset:
             # The server applied the request; the client only sees the reset.
-            self.broken(i)
-            self.on_lost(now, i, epoch + 1, b"")
+            self.broken(client)
+            self.on_lost(now, client, epoch + 1, b"")
             return
         for d in verdict.deliveries:
             if d.at <= now:
-                self.deliver(now, i, epoch, d.data)
+                self.deliver(now, client, epoch, d.data)
             else:
-                heapq.heappush(self.heap, (d.at, next(self.seq), self.deliver, i, epoch, d.data))
+                self.push(d.at, self.deliver, client, epoch, d.data)
 
-    def deliver(self, now: float, i: int, epoch: int, data: bytes) -> None:
+    def deliver(self, now: float, client: _Client, epoch: int, data: bytes) -> None:
         self.clock = now
-        call = self.calls[i]
+        call = client.call
         assert call is not None
         # A corrupted or stale reply is rejected by the Call itself (CRC, id).
-        if epoch == self.epoch[i] and call.on_reply(data, now):
-            self.progress(now, i, call)
+        if epoch == client.epoch and call.on_reply(data, now):
+            self.progress(now, client, call)
 
     # -- server -----------------------------------------------------------------
 
-    def on_server(self, now: float, i: int, epoch: int, data: bytes) -> None:
+    def on_server(self, now: float, client: _Client, epoch: int, data: bytes) -> None:
         self.clock = now
-        if epoch != self.epoch[i]:
+        if epoch != client.epoch:
             return  # the connection it rode was reset: the server never reads it
         if self.hook is not None:
             self.hook(now, data)
@@ -333,36 +335,35 @@ class _Sim:
             point = self.crash_policy(arrival)
             if point is CrashPoint.BEFORE_APPLY:
                 self.crash(arrival, point)
-        endpoint = self.endpoint
-        admitted = endpoint.admit(data, now)
-        if isinstance(admitted, Request):
+        received = self.endpoint.receive(data, now)
+        if isinstance(received, Request):
+            pending = (received, self.server_life, arrival, point)
             if self.service_time:
-                done = now + self.service_time
-                pending = (admitted, self.server_life, arrival, point)
-                heapq.heappush(self.heap, (done, next(self.seq), self.on_finish, i, epoch, pending))
-                return
-            admitted = endpoint.finish(admitted, now)
+                self.push(now + self.service_time, self.on_complete, client, epoch, pending)
+            else:
+                self.on_complete(now, client, epoch, pending)
+            return
         if point is CrashPoint.AFTER_APPLY:
             self.crash(arrival, point)  # whatever the server had to say is lost
             return
-        if admitted is not None:  # ``reply``, inlined
-            self.messages += 1
-            heapq.heappush(
-                self.heap, (now + self.latency, next(self.seq), self.on_reply, i, epoch, admitted)
-            )
+        self.reply(now, client, epoch, received)
 
-    def on_finish(
-        self, now: float, i: int, epoch: int, pending: tuple[Request, int, int, CrashPoint | None]
+    def on_complete(
+        self,
+        now: float,
+        client: _Client,
+        epoch: int,
+        pending: tuple[Request, int, int, CrashPoint | None],
     ) -> None:
         self.clock = now
         request, life, arrival, point = pending
         if life != self.server_life:
             return  # admitted by a server that has crashed since: never executed
-        data = self.endpoint.finish(request, now)
+        data = self.endpoint.complete(request, now)
         if point is CrashPoint.AFTER_APPLY:
             self.crash(arrival, point)
             return
-        self.reply(now, i, epoch, data)
+        self.reply(now, client, epoch, data)
 
     def crash(self, arrival: int, point: CrashPoint) -> None:
         """Lose the volatile state; the ledger is durable and stays as it is."""
@@ -372,22 +373,21 @@ class _Sim:
         if self.endpoint.reply_cache is not None:
             self.endpoint.reply_cache.clear()
 
-    def reply(self, now: float, i: int, epoch: int, data: bytes | None) -> None:
+    def reply(self, now: float, client: _Client, epoch: int, data: bytes | None) -> None:
         if data is not None:
             self.messages += 1
-            event = (now + self.latency, next(self.seq), self.on_reply, i, epoch, data)
-            heapq.heappush(self.heap, event)
+            self.push(now + self.latency, self.on_reply, client, epoch, data)
 
     def run(self, max_events: int) -> int:
-        for i in range(len(self.plans)):
-            self.start_next(0.0, i)
+        for client in self.clients:
+            self.start_next(0.0, client)
         heap, pop, events = self.heap, heapq.heappop, 0
         while heap:
             events += 1
             if events > max_events:
                 raise RuntimeError(f"simulation exceeded max_events={max_events}")
-            at, _, handler, i, tag, data = pop(heap)
-            handler(at, i, tag, data)
+            at, _, handler, client, tag, data = pop(heap)
+            handler(at, client, tag, data)
         return events
 
 
@@ -420,26 +420,23 @@ def simulate(
         raise ValueError("latency and service_time must be >= 0")
     if crashes is None and faults is not None and faults.crash > 0.0:
         crashes = random_crashes(faults.crash, seed)
-    sim = _Sim(
-        endpoint,
-        plans,
-        settings,
-        faults,
-        seed,
-        stream,
-        latency,
-        service_time,
-        on_server_receive,
-        links,
-        crashes,
-    )
+    n = len(plans)
+    if links is None:
+        links = [Links.build(faults, seed, f"client{i}", stream=stream) for i in range(n)]
+    elif len(links) != n:
+        raise ValueError(f"links: expected one Links per client ({n}), got {len(links)}")
+    clients = [
+        _Client(plans[i], settings(i), random.Random(f"{seed}/client{i}"), links[i])
+        for i in range(n)
+    ]
+    sim = _Sim(endpoint, clients, stream, latency, service_time, on_server_receive, crashes)
     events = sim.run(max_events)
     return SimResult(
-        calls=sim.results,
+        calls=[client.results for client in clients],
         virtual_time=sim.clock,
         messages=sim.messages,
         events=events,
-        connections=sim.connections,
+        connections=[client.connections for client in clients],
         arrivals=sim.arrivals,
         crashes=sim.crashes,
     )

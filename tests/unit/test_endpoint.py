@@ -1,15 +1,15 @@
 """The server endpoint and the drivers' shared limits, without sockets.
 
-* UDP anti-amplification: ``ServerEndpoint.limit_reply`` / ``handle(max_reply=)``
+* UDP anti-amplification: ``ServerEndpoint.limit_reply`` / ``handle(budget=)``
   keep every reply within a byte budget (3x the datagram, as QUIC).
 * Bad input through the endpoint changes nothing in the ledger.
-* ``dispatch`` / ``ServerContext``: malformed input never reaches the worker
-  pool; in-flight requests are counted and capped.
+* ``ServerContext.execute`` (the endpoint's two steps on a driver): malformed
+  input never reaches the worker pool; in-flight requests are counted and capped.
 * The TCP connection protocol over a fake transport: per-connection and
   server-wide in-flight caps (pause_reading / resume_reading), a peer that
   does not read its replies, the slowloris frame timeout and the idle timeout;
-  the short path for one whole frame per read gives the same replies, keeps
-  the same caps and counts zero-probability fault links the same way.
+  one whole frame per read or several keeps the same caps and counts
+  zero-probability fault links the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from services.bank import BankService
 from services.ledger import Ledger
 from services.text import TextService
-from transports.aio.driver import ServerContext, ServerLimits, dispatch
+from transports.aio.driver import ServerContext, ServerLimits
 from transports.aio.tcp import _ServerConnection
 from transports.endpoint import RESULT_TOO_LARGE, ServerEndpoint
 from transports.framing import frame
@@ -70,7 +70,7 @@ def test_short_malformed_request_gets_a_truncated_error_within_budget() -> None:
     data = raw_request(b'{"id":"abcdefghij","zzzzzzzz":1}')  # answerable: a valid id
     full = endpoint.handle(data, 0.0)
     assert full is not None and len(full) > FACTOR * len(data)  # the risk is real
-    limited = endpoint.handle(data, 0.0, max_reply=FACTOR * len(data))
+    limited = endpoint.handle(data, 0.0, budget=FACTOR * len(data))
     assert limited is not None and len(limited) <= FACTOR * len(data)
     reply, unlimited = decode_reply(limited), decode_reply(full)
     assert (reply.id, reply.error_code) == ("abcdefghij", "MALFORMED")
@@ -83,7 +83,7 @@ def test_reply_dropped_when_not_even_an_empty_error_fits() -> None:
     endpoint = ServerEndpoint(TextService())
     data = raw_request(b'{"id":"a"}')  # 18 bytes: no error reply is 54 bytes or less
     assert endpoint.handle(data, 0.0) is not None
-    assert endpoint.handle(data, 0.0, max_reply=FACTOR * len(data)) is None
+    assert endpoint.handle(data, 0.0, budget=FACTOR * len(data)) is None
     assert endpoint.counters["amplification_dropped"] == 1
 
 
@@ -92,7 +92,7 @@ def test_ok_reply_over_budget_becomes_result_too_large() -> None:
     # U+0390 upper-cases to three code points (6 bytes): 2 bytes in, 8 out.
     data = request("text.convert", {"text": "\u0390" * 500})
     assert len(endpoint.handle(data, 0.0) or b"") > FACTOR * len(data)
-    limited = endpoint.handle(data, 0.0, max_reply=FACTOR * len(data))
+    limited = endpoint.handle(data, 0.0, budget=FACTOR * len(data))
     assert limited is not None and len(limited) <= FACTOR * len(data)
     assert decode_reply(limited).error_code == RESULT_TOO_LARGE
     assert endpoint.counters["amplification_replaced"] == 1
@@ -101,7 +101,7 @@ def test_ok_reply_over_budget_becomes_result_too_large() -> None:
 def test_ordinary_replies_are_untouched_by_the_budget() -> None:
     endpoint = ServerEndpoint(TextService())
     data = request("text.convert", {"text": "hello world " * 300})
-    assert endpoint.handle(data, 0.0, max_reply=FACTOR * len(data)) == endpoint.handle(data, 0.0)
+    assert endpoint.handle(data, 0.0, budget=FACTOR * len(data)) == endpoint.handle(data, 0.0)
     assert not any(k.startswith("amplification") for k in endpoint.counters)
 
 
@@ -109,7 +109,7 @@ def test_reply_cache_hits_are_limited_too() -> None:
     endpoint = ServerEndpoint(TextService(), Semantics.AT_MOST_ONCE)
     data = request("text.convert", {"text": "\u0390" * 500})
     assert decode_reply(endpoint.handle(data, 0.0) or b"").status is Status.OK
-    retry = endpoint.handle(data, 1.0, max_reply=FACTOR * len(data))
+    retry = endpoint.handle(data, 1.0, budget=FACTOR * len(data))
     assert retry is not None and len(retry) <= FACTOR * len(data)
     assert endpoint.counters["reply_cache_hits"] == 1
 
@@ -134,7 +134,7 @@ def test_limit_reply_cuts_multibyte_and_escaped_messages_exactly() -> None:
 @given(st.binary(max_size=400))
 def test_no_reply_to_random_bytes_exceeds_the_budget(data: bytes) -> None:
     endpoint = ServerEndpoint(TextService())
-    reply = endpoint.handle(data, 0.0, max_reply=FACTOR * len(data))
+    reply = endpoint.handle(data, 0.0, budget=FACTOR * len(data))
     assert reply is None or len(reply) <= FACTOR * len(data)
 
 
@@ -160,7 +160,7 @@ def test_no_reply_to_a_well_formed_request_exceeds_the_budget(
 ) -> None:
     endpoint = ServerEndpoint(TextService())
     data = request(op, args, req_id)
-    reply = endpoint.handle(data, 0.0, max_reply=FACTOR * len(data))
+    reply = endpoint.handle(data, 0.0, budget=FACTOR * len(data))
     assert reply is not None and len(reply) <= FACTOR * len(data)
 
 
@@ -264,10 +264,12 @@ def test_malformed_input_never_reaches_the_worker_pool() -> None:
             replies: list[bytes] = []
             done: list[int] = []
             for data in (b"garbage", raw_request(b"\xff\xfe"), raw_request(b'{"id":"x"}')):
-                dispatch(endpoint, pool, data, replies.append, on_done=lambda: done.append(1))
+                ServerContext(endpoint, pool=pool).execute(
+                    data, replies.append, on_done=lambda: done.append(1)
+                )
             assert pool.submitted == 0 and len(done) == 3
             assert len(replies) == 1  # the MALFORMED answer to the one with an id
-            dispatch(endpoint, pool, request("gate.go", {}), replies.append)
+            ServerContext(endpoint, pool=pool).execute(request("gate.go", {}), replies.append)
             await eventually(lambda: len(replies) == 2)
             assert pool.submitted == 1
 
@@ -294,9 +296,9 @@ def test_a_request_run_on_the_loop_does_not_ask_for_the_loop(
             endpoint = ServerEndpoint(service)
             replies: list[bytes] = []
             monkeypatch.setattr(asyncio, "get_running_loop", counting)
-            dispatch(endpoint, pool, request("gate.stay", {}), replies.append)
+            ServerContext(endpoint, pool=pool).execute(request("gate.stay", {}), replies.append)
             assert len(replies) == 1 and calls == [] and pool.submitted == 0
-            dispatch(endpoint, pool, request("gate.go", {}), replies.append)
+            ServerContext(endpoint, pool=pool).execute(request("gate.go", {}), replies.append)
             assert calls == [1] and pool.submitted == 1
             monkeypatch.undo()
             await eventually(lambda: len(replies) == 2)
@@ -588,8 +590,8 @@ class PassthroughLinkContext(ServerContext):
     """Every peer gets fault links whose probabilities are all zero."""
 
     def links_for_peer(self, *, stream: bool) -> Any:
-        from transports.aio.driver import Links
         from transports.faults import FaultLink, FaultSpec
+        from transports.links import Links
 
         spec = FaultSpec()
         return Links(
@@ -598,7 +600,7 @@ class PassthroughLinkContext(ServerContext):
         )
 
 
-def test_zero_probability_links_count_every_message_on_the_short_path() -> None:
+def test_zero_probability_links_count_every_message() -> None:
     async def run() -> None:
         connection, transport = connect(PassthroughLinkContext(ServerEndpoint(TextService())))
         reads = text_frames(4)

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from transports.aio.driver import ClientChannel, ConnectionLost, Links, NotSent, ServerContext
+from transports.aio.driver import ClientChannel, ConnectionLost, NotSent, ServerContext
 from transports.aio.tcp import SeedHandler, TcpChannel, start_tcp_server
 from transports.aio.udp import UdpChannel, start_udp_server
 from transports.call import Call, CallResult, RetrySettings
 from transports.faults import FaultSpec
+from transports.links import Links
 from transports.retry import RetryPolicy
 from transports.wire import Request
 

@@ -1,5 +1,6 @@
 """What every asyncio driver shares: the channel interface, an inbox, fault
-application and request dispatch. Drivers themselves stay thin.
+links on the event loop, and the server context that runs each request
+through the endpoint's pipeline. Drivers themselves stay thin.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from transports.endpoint import ServerEndpoint
-from transports.faults import Direction, FaultLink, FaultSpec
+from transports.faults import FaultLink, FaultSpec
+from transports.links import Links
 from transports.wire import Request
 
 
@@ -38,33 +40,6 @@ class ClientChannel(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Links:
-    """The fault links of one client/server link, one per direction."""
-
-    request: FaultLink | None = None
-    reply: FaultLink | None = None
-    #: Both directions deliver every message at once, untouched (no link, or
-    #: a ``passthrough`` one): a driver may skip ``through_link``.
-    passthrough: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        request, reply = self.request, self.reply
-        passthrough = (request is None or request.passthrough) and (
-            reply is None or reply.passthrough
-        )
-        object.__setattr__(self, "passthrough", passthrough)
-
-    @classmethod
-    def build(cls, spec: FaultSpec | None, seed: int, name: str, *, stream: bool) -> Links:
-        if spec is None or spec.is_zero:
-            return cls()
-        return cls(
-            FaultLink(spec, seed, f"{name}/{Direction.REQUEST.value}", stream=stream),
-            FaultLink(spec, seed, f"{name}/{Direction.REPLY.value}", stream=stream),
-        )
 
 
 _LOST = object()
@@ -124,14 +99,10 @@ STREAM_READ_SIZE = 64 * 1024
 def limit_read_size(transport: asyncio.BaseTransport, size: int) -> None:
     """Make the transport read at most ``size`` bytes per recv()/recvfrom().
 
-    CPython's selector transports pass their ``max_size`` (256 KiB) to every
-    receive call, and the bytes object it allocates is above glibc's mmap
-    threshold unless that threshold has adapted upwards (glibc raises it
-    when a large mmapped block is freed whole; these are first shrunk to the
-    message's size), so each message cost an mmap, an mremap and a munmap:
-    seen with ``strace -c`` on our UDP server and later our TCP server, not
-    on the echo ceiling. Other loops (uvloop) have no such attribute and are
-    left as they are.
+    CPython's selector transports ask for 256 KiB per read, a buffer above
+    glibc's mmap threshold: an mmap, mremap and munmap per message
+    (docs/PERFORMANCE.md). Other loops (uvloop) have no such attribute and
+    are left as they are.
     """
     if isinstance(getattr(transport, "max_size", None), int):
         transport.max_size = size  # type: ignore[attr-defined]
@@ -143,11 +114,14 @@ def through_link(
     deliver: Callable[[bytes], None],
     reset: Callable[[], None],
 ) -> bool:
-    """Pass ``data`` through a fault link; False when the link reset the stream."""
+    """Pass ``data`` through a fault link; False when the link reset the stream.
+
+    Deliveries due later are scheduled on the running loop's clock.
+    """
     if link is None:
         deliver(data)
         return True
-    if link.passthrough:  # what apply() would decide, without building the Verdict
+    if link.passthrough:  # what apply() decides, without building a Verdict
         link.count_passthrough()
         deliver(data)
         return True
@@ -163,56 +137,6 @@ def through_link(
         else:
             loop.call_at(delivery.at, deliver, delivery.data)
     return True
-
-
-def dispatch(
-    endpoint: ServerEndpoint,
-    pool: concurrent.futures.Executor | None,
-    data: bytes,
-    respond: Callable[[bytes], None],
-    *,
-    max_reply: int | None = None,
-    on_done: Callable[[], None] | None = None,
-) -> None:
-    """Run one request: on the event loop, or in ``pool`` if its operation may block.
-
-    Decoding and deduplication (``admit``) always run inline: they are cheap,
-    so malformed input is rejected without ever occupying a worker thread.
-    ``max_reply`` caps the reply size (``ServerEndpoint.limit_reply``);
-    ``on_done`` runs once the request is finished, replied to or not.
-    """
-    now = time.monotonic()  # the clock ``ServerContext.answer`` uses
-
-    def reply_with(reply: bytes | None) -> None:
-        try:
-            reply = endpoint.limit_reply(reply, max_reply)
-            if reply is not None:
-                respond(reply)
-        finally:
-            if on_done is not None:
-                on_done()
-
-    admitted = endpoint.admit(data, now)
-    if not isinstance(admitted, Request):
-        reply_with(admitted)
-        return
-    if pool is None or not endpoint.blocks(admitted):
-        reply_with(endpoint.finish(admitted, now))
-        return
-    # Only here: get_running_loop() costs a getpid() syscall (CPython's fork check).
-    loop = asyncio.get_running_loop()
-    try:
-        future = loop.run_in_executor(pool, endpoint.finish, admitted, now)
-    except RuntimeError:  # the pool is shutting down: the server is stopping
-        endpoint.count("dropped_shutdown")
-        reply_with(None)
-        return
-
-    def done(f: asyncio.Future[bytes]) -> None:
-        ok = not f.cancelled() and f.exception() is None
-        reply_with(f.result() if ok else None)
-
-    future.add_done_callback(done)
 
 
 @dataclass(frozen=True)
@@ -262,8 +186,6 @@ class ServerContext:
         #: A socket already bound (and, for TCP, listening) to serve on instead
         #: of binding host:port, e.g. one of several SO_REUSEPORT sockets.
         self.sock = sock
-        #: Requests run on the event loop (no pool, or a service that never blocks).
-        self.inline = pool is None or not endpoint.needs_pool
         self.host = host
         self.port = port
         self.pool = pool
@@ -308,36 +230,65 @@ class ServerContext:
         data: bytes,
         respond: Callable[[bytes], None],
         *,
-        max_reply: int | None = None,
+        budget: int | None = None,
         on_done: Callable[[], None] | None = None,
     ) -> None:
-        """``dispatch`` one request, counting it in flight until it is finished.
+        """Run one request through the endpoint; ``respond`` gets its reply, if any.
 
-        Drivers answer a request on the event loop with ``answer`` instead,
-        when no fault link stands between it and the reply: no callbacks.
+        On the event loop, or, for a request the service may block on, in the
+        worker pool. Decoding and deduplication (``receive``) always run here:
+        they are cheap, so malformed input never occupies a worker thread.
+        Counted in flight until finished; ``on_done`` runs then, replied or not.
         """
         self._started()
-
-        def finished() -> None:
+        endpoint = self.endpoint
+        now = time.monotonic()  # the default loop's clock: get_running_loop() costs a getpid()
+        received = endpoint.receive(data, now, budget)
+        if isinstance(received, Request):
+            if self.pool is not None and endpoint.blocks(received):
+                self._complete_in_pool(received, now, budget, respond, on_done)
+                return
+            received = endpoint.complete(received, now, budget)
+        try:
+            if received is not None:
+                respond(received)
+        finally:
             self._finished(on_done)
 
-        dispatch(self.endpoint, self.pool, data, respond, max_reply=max_reply, on_done=finished)
-
-    def answer(self, data: bytes, max_reply: int | None = None) -> bytes | None:
-        """Run one request to its reply on the event loop (``inline`` contexts only).
-
-        Counted in flight while it runs, like ``execute``.
-        """
-        self._started()
+    def _complete_in_pool(
+        self,
+        request: Request,
+        now: float,
+        budget: int | None,
+        respond: Callable[[bytes], None],
+        on_done: Callable[[], None] | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        complete = self.endpoint.complete
         try:
-            # The default loop's clock, read directly: get_running_loop() costs a getpid().
-            now = time.monotonic()
-            endpoint = self.endpoint
-            admitted = endpoint.admit(data, now)
-            reply = endpoint.finish(admitted, now) if isinstance(admitted, Request) else admitted
-            return reply if max_reply is None else endpoint.limit_reply(reply, max_reply)
+            future = loop.run_in_executor(self.pool, complete, request, now, budget)
+        except RuntimeError:  # the pool is shutting down: the server is stopping
+            self.endpoint.count("dropped_shutdown")
+            self._reply(None, respond, on_done)
+            return
+
+        def done(f: asyncio.Future[bytes | None]) -> None:
+            ok = not f.cancelled() and f.exception() is None
+            self._reply(f.result() if ok else None, respond, on_done)
+
+        future.add_done_callback(done)
+
+    def _reply(
+        self,
+        reply: bytes | None,
+        respond: Callable[[bytes], None],
+        on_done: Callable[[], None] | None,
+    ) -> None:
+        try:
+            if reply is not None:
+                respond(reply)
         finally:
-            self._finished(None)
+            self._finished(on_done)
 
     def _started(self) -> None:
         self.in_flight += 1

@@ -23,20 +23,18 @@ from transports.aio.driver import (
     STREAM_READ_SIZE,
     ConnectionLost,
     Inbox,
-    Links,
     NotSent,
     ServerContext,
     limit_read_size,
     through_link,
 )
 from transports.framing import (
-    LENGTH_PREFIX_SIZE,
     FramingError,
     LengthPrefixDecoder,
     SeedDecoder,
     frame,
 )
-from transports.wire import MAX_MESSAGE_SIZE
+from transports.links import Links
 
 #: Seed protocol handler: request text -> (reply text, close the connection?).
 SeedHandler = Callable[[str], tuple[str, bool]]
@@ -57,9 +55,10 @@ class _ServerConnection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._pumping = False
-        self._fast_path = self._answer_inline = False  # set once the connection is admitted
         self._timer: asyncio.TimerHandle | None = None
         self._time = asyncio.get_running_loop().time
+        self._on_request: Callable[[bytes], None] = self._execute
+        self._on_reply: Callable[[bytes], None] = self._write
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports do not subclass
@@ -69,13 +68,13 @@ class _ServerConnection(asyncio.Protocol):
         if not self.ctx.admit(self):
             transport.abort()
             return
-        self.links = self.ctx.links_for_peer(stream=True)
-        # Length-prefixed frames and no request-side fault that acts: a whole
-        # frame per read can skip the decoder's queue (see data_received).
-        request, reply = self.links.request, self.links.reply
-        self._fast_path = self.seed_handler is None and (request is None or request.passthrough)
-        # A reply computed on the loop is written at once (see _execute).
-        self._answer_inline = self.ctx.inline and (reply is None or reply.passthrough)
+        self.links = links = self.ctx.links_for_peer(stream=True)
+        # A path without a fault link calls its next step directly; one with a
+        # link (even a zero-probability one, which counts) goes through it.
+        if links.request is not None:
+            self._on_request = self._through_request_link
+        if links.reply is not None:
+            self._on_reply = self._through_reply_link
         self._last_activity = self._time()
         self._arm_timer()
 
@@ -87,18 +86,6 @@ class _ServerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = self._time()
-        if self._fast_path and len(data) > LENGTH_PREFIX_SIZE and not self.decoder.buffered:
-            # The common case, one whole frame in one read with nothing buffered:
-            # run it straight from ``data``, as feed + next_message would, without
-            # queueing it. The limits are checked exactly as in _pump.
-            length = int.from_bytes(data[:LENGTH_PREFIX_SIZE], "big")
-            whole = length == len(data) - LENGTH_PREFIX_SIZE <= MAX_MESSAGE_SIZE
-            if whole and not self._must_wait():
-                if self.links.request is not None:  # count_passthrough, inlined: per message
-                    self.links.request.counters["messages"] += 1
-                self._execute(data[LENGTH_PREFIX_SIZE:])
-                self._set_reading(self._must_wait())
-                return
         try:
             self.decoder.feed(data)
         except FramingError as err:
@@ -120,7 +107,7 @@ class _ServerConnection(asyncio.Protocol):
         transport, ctx = self.transport, self.ctx
         if transport is None or transport.is_closing():
             return True
-        if ctx.in_flight >= ctx.limits.max_in_flight:  # ctx.overloaded, inlined: per message
+        if ctx.overloaded:
             ctx.park(self, self._pump)
             return True
         cap = ctx.limits.max_in_flight_per_connection
@@ -137,7 +124,7 @@ class _ServerConnection(asyncio.Protocol):
             return  # re-entered (a reply written inline): the loop below re-checks
         self._pumping = True
         progressed = False
-        decoder, link = self.decoder, self.links.request
+        decoder, on_request = self.decoder, self._on_request
         try:
             while not (waiting := self._must_wait()):
                 message = decoder.next_message()
@@ -146,13 +133,8 @@ class _ServerConnection(asyncio.Protocol):
                 progressed = True
                 if isinstance(message, str):
                     self._on_seed_text(message)
-                elif link is None:
-                    self._execute(message)
-                elif link.passthrough:  # through_link's shortcut, inline: per message
-                    link.count_passthrough()
-                    self._execute(message)
                 else:
-                    through_link(link, message, self._execute, self._reset)
+                    on_request(message)
         except FramingError as err:
             self._framing_error(err)
             return
@@ -162,8 +144,9 @@ class _ServerConnection(asyncio.Protocol):
         # The frame timeout runs from the first byte of an unfinished frame, so
         # dribbling one byte at a time (slowloris) does not keep it alive.
         if not decoder.buffered:
-            self._partial_since = None
-        elif progressed or self._partial_since is None:
+            self._partial_since = None  # the deadline only moves later: the timer re-checks
+            return
+        if progressed or self._partial_since is None:
             self._partial_since = self._time()
         if self._timer is not None and self._timer.when() > self._deadline():
             self._timer.cancel()
@@ -179,31 +162,19 @@ class _ServerConnection(asyncio.Protocol):
     def _execute(self, message: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            if self._answer_inline:
-                # Answered before this returns: nothing stays in flight.
-                reply = self.ctx.answer(message)
-                if reply is not None:
-                    if self.links.reply is not None:  # count_passthrough, inlined
-                        self.links.reply.counters["messages"] += 1
-                    self._write(reply)
-                return
             self.in_flight += 1
-            self.ctx.execute(message, self._respond, on_done=self._request_done)
+            self.ctx.execute(message, self._on_reply, on_done=self._request_done)
 
     def _request_done(self) -> None:
         self.in_flight -= 1
         if self._reading_paused:
             self._pump()
 
-    def _respond(self, reply: bytes) -> None:
-        link = self.links.reply
-        if link is None:
-            self._write(reply)
-        elif link.passthrough:
-            link.count_passthrough()
-            self._write(reply)
-        else:
-            through_link(link, reply, self._write, self._reset)
+    def _through_request_link(self, message: bytes) -> None:
+        through_link(self.links.request, message, self._execute, self._reset)
+
+    def _through_reply_link(self, reply: bytes) -> None:
+        through_link(self.links.reply, reply, self._write, self._reset)
 
     def _write(self, reply: bytes) -> None:
         transport = self.transport

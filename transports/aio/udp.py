@@ -16,7 +16,8 @@ import asyncio
 from collections import OrderedDict
 from typing import Any, cast
 
-from transports.aio.driver import Inbox, Links, ServerContext, limit_read_size, through_link
+from transports.aio.driver import Inbox, ServerContext, limit_read_size, through_link
+from transports.links import NO_LINKS, Links
 from transports.wire import MAX_MESSAGE_SIZE
 
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
@@ -38,43 +39,24 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         if len(data) > MAX_MESSAGE_SIZE:
             ctx.endpoint.count("rejected_oversize_datagram")
             return
-        if ctx.in_flight >= ctx.limits.max_in_flight:  # ctx.overloaded, inlined: per datagram
+        if ctx.overloaded:
             ctx.endpoint.count("dropped_overload")
             return
         budget = int(ctx.limits.amplification_factor * len(data))
-        links = _NO_LINKS if ctx.faults is None else self._peer_links.get(addr)
-        if links is None:
-            links = self._new_links(addr)
-        if links.passthrough:
-            # Links that pass everything (or none): what through_link would do,
-            # inline, counting as count_passthrough does (per datagram: no calls).
-            request_link, reply_link = links.request, links.reply
-            if request_link is not None:
-                request_link.counters["messages"] += 1
-            if ctx.inline:  # answered on the loop: reply directly, no callback
-                reply = ctx.answer(data, budget)
-                if reply is not None:
-                    if reply_link is not None:
-                        reply_link.counters["messages"] += 1
-                    self._send(reply, addr)
-                return
+        links = self._links_for(addr)
 
-            def send(reply: bytes) -> None:
-                if reply_link is not None:
-                    reply_link.count_passthrough()
-                self._send(reply, addr)
-
-            ctx.execute(data, send, max_reply=budget)
-            return
-
-        def send_faulty(reply: bytes) -> None:
+        def send(reply: bytes) -> None:
             self._send(reply, addr)
 
+        if links is NO_LINKS:
+            ctx.execute(data, send, budget=budget)
+            return
+
         def respond(reply: bytes) -> None:
-            through_link(links.reply, reply, send_faulty, _no_reset)
+            through_link(links.reply, reply, send, _no_reset)
 
         def execute(message: bytes) -> None:
-            ctx.execute(message, respond, max_reply=budget)
+            ctx.execute(message, respond, budget=budget)
 
         through_link(links.request, data, execute, _no_reset)
 
@@ -87,15 +69,16 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         # ICMP errors (e.g. a client that went away) must not stop the server.
         self.ctx.endpoint.count("socket_errors")
 
-    def _new_links(self, addr: Address) -> Links:
-        """Fault links for a peer not seen yet (or forgotten), remembered for the next."""
-        links = self._peer_links[addr] = self.ctx.links_for_peer(stream=False)
-        if len(self._peer_links) > self.ctx.limits.max_peers_tracked:
-            self._peer_links.popitem(last=False)
+    def _links_for(self, addr: Address) -> Links:
+        """The peer's fault links: built on its first datagram, the oldest forgotten first."""
+        if self.ctx.faults is None:
+            return NO_LINKS
+        links = self._peer_links.get(addr)
+        if links is None:
+            links = self._peer_links[addr] = self.ctx.links_for_peer(stream=False)
+            if len(self._peer_links) > self.ctx.limits.max_peers_tracked:
+                self._peer_links.popitem(last=False)
         return links
-
-
-_NO_LINKS = Links()
 
 
 def size_receive_buffer(transport: asyncio.BaseTransport) -> None:

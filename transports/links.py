@@ -1,0 +1,43 @@
+"""The two fault links of one client/server path (sans-I/O, no clock).
+
+A ``Links`` is what every driver (TCP, UDP, the simulator) holds per client
+or per peer: the ``FaultLink`` for requests and the one for replies, or None
+where no fault applies. Built from a ``FaultSpec`` and the run's seed, named
+so that TCP, UDP and the simulator draw the same fates for the same client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transports.faults import Direction, FaultLink, FaultSpec
+
+
+@dataclass(frozen=True)
+class Links:
+    """The fault links of one client/server link, one per direction."""
+
+    request: FaultLink | None = None
+    reply: FaultLink | None = None
+    #: Both directions deliver every message at once, untouched (no link, or
+    #: a ``passthrough`` one).
+    passthrough: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        request, reply = self.request, self.reply
+        passthrough = (request is None or request.passthrough) and (
+            reply is None or reply.passthrough
+        )
+        object.__setattr__(self, "passthrough", passthrough)
+
+    @classmethod
+    def build(cls, spec: FaultSpec | None, seed: int, name: str, *, stream: bool) -> Links:
+        if spec is None or spec.is_zero:
+            return NO_LINKS
+        return cls(
+            FaultLink(spec, seed, f"{name}/{Direction.REQUEST.value}", stream=stream),
+            FaultLink(spec, seed, f"{name}/{Direction.REPLY.value}", stream=stream),
+        )
+
+
+NO_LINKS = Links()
