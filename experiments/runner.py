@@ -159,7 +159,7 @@ async def run_client(
         cell.transport,
         host,
         port,
-        faults=cell.faults if link_faults else None,
+        faults=cell.faults.link if link_faults else None,
         seed=cell.seed,
         name=name,
     )

@@ -43,7 +43,7 @@ async def run_client(
     faults: FaultSpec,
     seed: int,
 ) -> int:
-    channel = open_channel(transport, host, port, faults=faults, seed=seed, name="cli")
+    channel = open_channel(transport, host, port, faults=faults.link, seed=seed, name="cli")
     client = RpcClient(channel, settings)
     try:
         if service == "atm":

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import signal
 import socket
 import sys
@@ -97,7 +96,7 @@ async def _serve_in_namespace(args: argparse.Namespace, faults: FaultSpec) -> in
     reason = netns.support().skip_reason()
     if reason is not None:
         raise UsageError(f"--fault-backend kernel: {reason}")
-    link = dataclasses.replace(faults, app_fail=0.0, crash=0.0)
+    link = FaultSpec.of(link=faults.link)
     with netns.NetnsPair() as pair:
         try:
             pair.apply(link)
@@ -110,7 +109,7 @@ async def _serve_in_namespace(args: argparse.Namespace, faults: FaultSpec) -> in
             f"--host {pair.b.address}",
             flush=True,
         )
-        in_process = FaultSpec(app_fail=faults.app_fail, crash=faults.crash)
+        in_process = FaultSpec.of(server=faults.server)
         return await run_server(args, in_process, namespace=pair.b.netns)
 
 
@@ -156,7 +155,7 @@ async def run_server(
             port=args.port,
             pool=pool,
             limits=limits,
-            faults=None if faults.is_zero else faults,
+            faults=None if faults.link.is_zero else faults.link,
             seed=args.seed,
             sock=sock,
             on_bad_input=(lambda what: print(f"[REJECTED] {what}", file=sys.stderr))

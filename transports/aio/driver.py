@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from transports.endpoint import ServerEndpoint
-from transports.faults import Direction, FaultLink, FaultSpec
+from transports.faults import Direction, FaultLink, LinkFaults
 from transports.wire import Request
 
 
@@ -58,7 +58,7 @@ class Links:
         object.__setattr__(self, "passthrough", passthrough)
 
     @classmethod
-    def build(cls, spec: FaultSpec | None, seed: int, name: str, *, stream: bool) -> Links:
+    def build(cls, spec: LinkFaults | None, seed: int, name: str, *, stream: bool) -> Links:
         if spec is None or spec.is_zero:
             return cls()
         return cls(
@@ -253,7 +253,7 @@ class ServerContext:
         port: int = 0,
         pool: concurrent.futures.Executor | None = None,
         limits: ServerLimits | None = None,
-        faults: FaultSpec | None = None,
+        faults: LinkFaults | None = None,
         seed: int = 0,
         on_bad_input: Callable[[str], None] | None = None,
         sock: socket.socket | None = None,
