@@ -38,7 +38,6 @@ __all__ = [
     "label_for",
     "link_pair",
     "mean_burst_length",
-    "should_fail",
     "stationary_loss_rate",
 ]
 
@@ -356,11 +355,6 @@ def corrupt_bits(data: bytes, rng: random.Random, nbits: int) -> bytes:
     for position in rng.sample(range(total), nbits):
         out[position >> 3] ^= 1 << (position & 7)
     return bytes(out)
-
-
-def should_fail(spec: FaultSpec, rng: random.Random) -> bool:
-    """The bank's application-failure draw: always one draw, true with probability app_fail."""
-    return rng.random() < spec.app_fail
 
 
 class FaultLink:

@@ -25,8 +25,8 @@ from services import numbers, text
 from services.bank import BankService
 from services.ledger import Ledger
 from services.prime_processes import PrimeProcesses
-from services.programs.crash_hook import ProcessCrasher
 from services.programs.options import UsageError, served_semantics, server_limits, warn_if_exposed
+from services.programs.server_faults import app_failures, crash_hook
 from transports import netns
 from transports.aio.client import start_server
 from transports.aio.driver import ServerContext
@@ -52,7 +52,10 @@ DISCONNECT = "!DISCONNECT"  # the lab's end-of-session message
 
 
 def make_service(args: argparse.Namespace, faults: FaultSpec) -> tuple[Service, Callable[[], None]]:
-    """The service object and how to release what it holds."""
+    """The service object and how to release what it holds.
+
+    The bank's ledger fails deposits and withdrawals as ``faults.app_fail`` says.
+    """
     if args.service == "text":
         return text.TextService(), lambda: None
     if args.service == "numbers":
@@ -60,8 +63,9 @@ def make_service(args: argparse.Namespace, faults: FaultSpec) -> tuple[Service, 
             return numbers.NumbersService(), lambda: None
         primes = PrimeProcesses(args.prime_processes)
         return numbers.NumbersService(primes.is_prime), primes.close
+    fault_point = app_failures(faults.server, args.seed)
     try:
-        ledger = Ledger(args.db, fail_probability=faults.app_fail, seed=args.seed)
+        ledger = Ledger(args.db, fault_point=fault_point)
     except Exception as err:  # sqlite3 errors, unreadable file, not a database
         raise UsageError(f"cannot open ledger {args.db!r}: {err}") from err
     # With --workers N, N processes write the one ledger file.
@@ -143,9 +147,7 @@ async def run_server(
     limits = server_limits(args)  # before the ledger opens: a bad value must not leak it
     service, release = make_service(args, faults)
     semantics = served_semantics(args)
-    crasher = None
-    if faults.crash > 0.0:
-        crasher = ProcessCrasher(faults.crash, args.crash_point, args.seed)
+    crasher = crash_hook(faults.server, args.crash_point, args.seed)
     endpoint = ServerEndpoint(service, semantics, crash_hook=crasher)
     stop = _stop_on_signal()
     with concurrent.futures.ThreadPoolExecutor(max(1, args.threads)) as pool:

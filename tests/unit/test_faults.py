@@ -27,7 +27,6 @@ from transports.faults import (
     label_for,
     link_pair,
     mean_burst_length,
-    should_fail,
     stationary_loss_rate,
 )
 
@@ -319,13 +318,6 @@ def test_delay_jitter_gap_and_dup_timing() -> None:
 def test_jitter_never_goes_below_now() -> None:
     for i, v in enumerate(run("jitter=5ms", 2000)):
         assert v.deliveries[0].at >= i * 0.001
-
-
-def test_should_fail_rate() -> None:
-    rng = random.Random(3)
-    spec = FaultSpec(app_fail=0.1)
-    assert within_5_se(sum(should_fail(spec, rng) for _ in range(N)), N, 0.1)
-    assert not any(should_fail(FaultSpec(), rng) for _ in range(1000))
 
 
 # --- common random numbers ------------------------------------------------------
