@@ -70,7 +70,7 @@ def serve_args(real: RealCell, db: Path) -> list[str]:
     cell = real.cell
     # The server gets only the crash and application faults; link faults act
     # on the clients' links, both directions, as in the retries experiment.
-    server_faults = FaultSpec(crash=cell.faults.crash, app_fail=cell.faults.app_fail)
+    server_faults = FaultSpec.of(server=cell.faults.server)
     argv = ["bank", "--transport", cell.transport, "--db", str(db), "--seed", str(cell.seed)]
     argv += ["--semantics", cell.semantics.value, "--faults", server_faults.to_spec()]
     return [*argv, "--crash-point", real.crash_point, "--threads", str(SERVER_THREADS)]

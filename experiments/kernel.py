@@ -36,6 +36,7 @@ from experiments.runner import SCRYPT_N, SESSION_TTL, Cell, CellRun, run_client
 from experiments.workload import Operation, open_accounts, plan_operations
 from services.bank import BankService
 from services.ledger import Ledger
+from services.programs.server_faults import app_failures
 from transports.aio.client import start_server
 from transports.aio.driver import ServerContext
 from transports.call import CallResult
@@ -64,8 +65,7 @@ def run_kernel_cell(
         started = time.perf_counter()
         ledger = Ledger(
             str(Path(tmp) / "ledger.sqlite3"),
-            fail_probability=cell.faults.app_fail,
-            seed=cell.seed,
+            fault_point=app_failures(cell.faults.server, cell.seed),
             scrypt_n=SCRYPT_N,
             session_ttl=SESSION_TTL,
         )

@@ -50,7 +50,7 @@ from typing import Any
 from services import text
 from transports.aio.driver import STREAM_READ_SIZE, ServerContext, limit_read_size
 from transports.aio.udp import size_receive_buffer
-from transports.faults import Direction, FaultLink, FaultSpec
+from transports.faults import Direction, FaultLink, LinkFaults
 from transports.framing import SEED_HEADER, frame, seed_frame
 from transports.links import Links
 from transports.wire import Request, Status, WireError, decode_reply, encode_request
@@ -138,13 +138,13 @@ class ZeroFaultContext(ServerContext):
     """A server context whose every peer gets fault links with all probabilities zero."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["faults"] = FaultSpec()
+        kwargs["faults"] = LinkFaults()
         super().__init__(*args, **kwargs)
         self._numbered = 0
 
     def links_for_peer(self, *, stream: bool) -> Links:
         self._numbered += 1
-        name, spec = f"server-peer{self._numbered}", FaultSpec()
+        name, spec = f"server-peer{self._numbered}", LinkFaults()
         request, reply = (
             FaultLink(spec, self.seed, f"{name}/{d.value}", stream=stream)
             for d in (Direction.REQUEST, Direction.REPLY)

@@ -26,6 +26,7 @@ from experiments.workload import (
 )
 from services.bank import BankService
 from services.ledger import Ledger
+from services.programs.server_faults import app_failures
 from transports.aio.client import RpcClient, open_channel, start_server
 from transports.aio.driver import ServerContext
 from transports.call import CallResult, RetrySettings
@@ -78,8 +79,7 @@ def run_cell(cell: Cell, workdir: Path | None = None) -> CellRun:
         in_memory = cell.transport == "sim"
         ledger = Ledger(
             None if in_memory else str(Path(tmp) / "ledger.sqlite3"),
-            fail_probability=cell.faults.app_fail,
-            seed=cell.seed,
+            fault_point=app_failures(cell.faults.server, cell.seed),
             scrypt_n=SCRYPT_N,
             session_ttl=SESSION_TTL,
             in_memory=in_memory,
@@ -159,7 +159,7 @@ async def run_client(
         cell.transport,
         host,
         port,
-        faults=cell.faults if link_faults else None,
+        faults=cell.faults.link if link_faults else None,
         seed=cell.seed,
         name=name,
     )

@@ -53,10 +53,11 @@ Semantics worth knowing:
   even after a restart, returns the first result (the balance right after the
   first execution) and applies nothing. Errors are not stored. Reusing a key
   for a different operation, account or amount is an ``InvalidArgument``.
-* The random ``TransactionFailed`` (``fail_probability``) is drawn inside the
-  write transaction, after the idempotency lookup and before the change: only
-  requests that would really execute can fail, and draws happen in commit
-  order. A repeat answered from the idempotency table never fails.
+* ``fault_point``, when given, is called inside the write transaction, after
+  the idempotency lookup and before the change; a ``ServiceError`` it raises
+  (the server's injected ``TransactionFailed``) refuses the change. So only
+  requests that would really execute can fail, calls happen in commit order,
+  and a repeat answered from the idempotency table never fails.
 * Login: unknown account and wrong PIN give the same ``AuthFailed``, after the
   same amount of scrypt work. ``MAX_LOGIN_FAILURES`` consecutive failures lock
   the account for ``LOCKOUT_SECONDS``; attempts while locked are refused (same
@@ -76,7 +77,6 @@ import hashlib
 import hmac
 import json
 import os
-import random
 import secrets
 import sqlite3
 import tempfile
@@ -91,7 +91,6 @@ from services.errors import (
     InsufficientFunds,
     InvalidArgument,
     LimitExceeded,
-    TransactionFailed,
     Unauthenticated,
 )
 
@@ -201,14 +200,11 @@ class Ledger:
         path: str | None = None,
         *,
         demo_accounts: bool = True,
-        fail_probability: float = 0.0,
-        seed: int = 0,
+        fault_point: Callable[[], None] | None = None,
         scrypt_n: int = 2**14,
         session_ttl: float = 900.0,
         in_memory: bool = False,
     ) -> None:
-        if not 0.0 <= fail_probability <= 1.0:
-            raise ValueError("fail_probability must be in [0, 1]")
         if scrypt_n < 2 or scrypt_n & (scrypt_n - 1):
             raise ValueError("scrypt_n must be a power of two >= 2")
         if not session_ttl > 0:
@@ -236,9 +232,7 @@ class Ledger:
             fd, path = tempfile.mkstemp(prefix="ledger-", suffix=".sqlite3")
             os.close(fd)  # an empty file is a valid new SQLite database
         self.path: str = path
-        self._fail_probability = fail_probability
-        self._rng = random.Random(seed)
-        self._rng_lock = threading.Lock()
+        self._fault_point = fault_point
         self._scrypt_n = scrypt_n
         self._session_ttl = session_ttl
         self._connection: sqlite3.Connection | None = None
@@ -549,8 +543,8 @@ class Ledger:
         """
         if stored is not None:
             return _replay(stored, kind, account_id, amount, request_id)
-        if self._fail_probability > 0.0:
-            self._maybe_fail()
+        if self._fault_point is not None:
+            self._fault_point()  # may refuse the change (see the module doc)
         if kind == "deposit":
             updated = execute(_DEPOSIT, (amount, account_id, MAX_BALANCE - amount)).rowcount
         else:
@@ -564,15 +558,6 @@ class Ledger:
                 _INSERT_IDEMPOTENCY, (request_id, _result_json(kind, account_id, amount, balance))
             )
         return balance
-
-    def _maybe_fail(self) -> None:
-        """The lab server's random failure, drawn from the seeded generator."""
-        if self._fail_probability <= 0.0:
-            return  # do not consume draws: keeps seeded runs comparable
-        with self._rng_lock:
-            failed = self._rng.random() < self._fail_probability
-        if failed:
-            raise TransactionFailed("Transaction failed")
 
     # -- audit --------------------------------------------------------------
 

@@ -6,7 +6,10 @@ breaks the connection. The decisions are pure and synchronous: ``FaultLink``
 never reads a clock or touches a socket; it takes ``now`` and returns a
 ``Verdict`` that a driver (asyncio TCP/UDP, or the virtual-time simulator)
 carries out. One spec string (``FaultSpec``) configures every fault, and one
-seed reproduces every decision. The model is documented in ``FAULTS.md``.
+seed reproduces every decision. The spec splits into the link's faults
+(``LinkFaults``, what ``FaultLink`` takes) and the server's (``ServerFaults``:
+application failure and crash, which the server programs inject). The model is
+documented in ``FAULTS.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ __all__ = [
     "FaultLink",
     "FaultSpec",
     "FaultSpecError",
+    "LinkFaults",
+    "ServerFaults",
     "Verdict",
     "corrupt_bits",
     "expected_delivery",
@@ -33,7 +38,6 @@ __all__ = [
     "label_for",
     "link_pair",
     "mean_burst_length",
-    "should_fail",
     "stationary_loss_rate",
 ]
 
@@ -57,8 +61,13 @@ _KEY_TO_FIELD: dict[str, str] = {
     "reset": "reset",
     "crash": "crash",
 }
+_SERVER_FIELDS = frozenset({"app_fail", "crash"})
+_ALL_KEYS = tuple(_KEY_TO_FIELD.items())
+_LINK_KEYS = tuple((k, f) for k, f in _KEY_TO_FIELD.items() if f not in _SERVER_FIELDS)
+_SERVER_KEYS = tuple((k, f) for k, f in _KEY_TO_FIELD.items() if f in _SERVER_FIELDS)
 _DURATION_FIELDS = frozenset({"reorder_gap", "delay", "jitter"})
-_LINK_FIELDS = ("loss", "dup", "reorder", "delay", "jitter", "corrupt", "ge_p", "reset")
+# The link fields that make a link touch a message (the others only parametrise them).
+_ACTIVE_LINK_FIELDS = ("loss", "dup", "reorder", "delay", "jitter", "corrupt", "ge_p", "reset")
 _ALLOWED_KEYS = ", ".join(_KEY_TO_FIELD)
 # Checked longest first so "2ms" is not read as "2m" seconds.
 _UNITS: tuple[tuple[str, float], ...] = (("ms", 1e3), ("us", 1e6), ("s", 1.0))
@@ -108,13 +117,107 @@ def _parse_duration(key: str, text: str) -> float:
     return value / per_second
 
 
+def _check_values(obj: object, keys: tuple[tuple[str, str], ...]) -> None:
+    """Validate ``obj``'s fields named in ``keys`` (spec key, field), in that order."""
+    for key, name in keys:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise FaultSpecError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise FaultSpecError(f"{key}: value must be finite, got {value!r}")
+        if name in _DURATION_FIELDS:
+            if not 0.0 <= value <= MAX_DURATION:
+                raise FaultSpecError(
+                    f"{key} must be a duration in [0, {MAX_DURATION:g}] seconds, "
+                    f"got {_format_number(value)} s"
+                )
+        elif not 0.0 <= value <= 1.0:
+            raise FaultSpecError(
+                f"{key} must be a probability in [0, 1], got {_format_number(value)}"
+            )
+
+
+def _spec_text(obj: object, keys: tuple[tuple[str, str], ...]) -> str:
+    """Canonical spec string of ``obj``'s fields named in ``keys``: non-default ones, in order."""
+    items = []
+    for key, name in keys:
+        value = getattr(obj, name)
+        if value == _DEFAULTS[name]:
+            continue
+        text = _format_duration(value) if name in _DURATION_FIELDS else _format_number(value)
+        items.append(f"{key}={text}")
+    return ",".join(items) if items else FaultSpec.NONE
+
+
+@dataclass(frozen=True)
+class LinkFaults:
+    """What the network does to messages: the link part of a ``FaultSpec``; all off by default.
+
+    Probabilities are per message. Durations are in seconds. ``reset`` only
+    acts in stream (TCP) mode. ``str()`` gives its spec string.
+    """
+
+    loss: float = 0.0
+    dup: float = 0.0
+    reorder: float = 0.0
+    reorder_gap: float = 0.005
+    delay: float = 0.0
+    jitter: float = 0.0
+    corrupt: float = 0.0
+    ge_p: float = 0.0
+    ge_r: float = 0.0
+    ge_loss: float = 1.0
+    reset: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_values(self, _LINK_KEYS)
+
+    def __str__(self) -> str:
+        return _spec_text(self, _LINK_KEYS)
+
+    @property
+    def gilbert_elliott(self) -> bool:
+        """True when the Gilbert-Elliott burst-loss chain is active (``ge_p > 0``)."""
+        return self.ge_p > 0.0
+
+    @property
+    def is_zero(self) -> bool:
+        """True when a ``FaultLink`` with these faults passes every message untouched."""
+        return not any(getattr(self, name) for name in _ACTIVE_LINK_FIELDS)
+
+
+@dataclass(frozen=True)
+class ServerFaults:
+    """What happens to the server: the server part of a ``FaultSpec``; all off by default.
+
+    ``app_fail``: probability that the bank refuses a deposit or withdrawal it
+    would execute (the lab's random failure). ``crash``: probability that the
+    server crashes while handling one (the simulator: per request arrival).
+    The server programs inject them; no link does.
+    """
+
+    app_fail: float = 0.0
+    crash: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_values(self, _SERVER_KEYS)
+
+    def __str__(self) -> str:
+        return _spec_text(self, _SERVER_KEYS)
+
+    @property
+    def is_zero(self) -> bool:
+        """True when neither application failures nor crashes are configured."""
+        return not (self.app_fail or self.crash)
+
+
 @dataclass(frozen=True)
 class FaultSpec:
-    """Every fault knob, in one immutable value; all off by default.
+    """Every fault knob, as one spec string configures them; all off by default.
 
-    Probabilities are per message. Durations are in seconds. ``app_fail``,
-    ``crash`` are carried for the bank and the crash component; ``FaultLink``
-    ignores them. ``reset`` only acts in stream (TCP) mode.
+    Probabilities are per message. Durations are in seconds. The fields are
+    those of ``LinkFaults`` and ``ServerFaults`` together; ``link`` and
+    ``server`` split them for the layer that injects each.
     """
 
     loss: float = 0.0
@@ -136,22 +239,14 @@ class FaultSpec:
     def __post_init__(self) -> None:
         # Validate here, not only in parse(), so dataclasses.replace and direct
         # construction cannot build an invalid spec either.
-        for key, name in _KEY_TO_FIELD.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise FaultSpecError(f"{key}: expected a number, got {value!r}")
-            if not math.isfinite(value):
-                raise FaultSpecError(f"{key}: value must be finite, got {value!r}")
-            if name in _DURATION_FIELDS:
-                if not 0.0 <= value <= MAX_DURATION:
-                    raise FaultSpecError(
-                        f"{key} must be a duration in [0, {MAX_DURATION:g}] seconds, "
-                        f"got {_format_number(value)} s"
-                    )
-            elif not 0.0 <= value <= 1.0:
-                raise FaultSpecError(
-                    f"{key} must be a probability in [0, 1], got {_format_number(value)}"
-                )
+        _check_values(self, _ALL_KEYS)
+
+    @classmethod
+    def of(cls, link: LinkFaults | None = None, server: ServerFaults | None = None) -> FaultSpec:
+        """The spec with these link and server faults (none for a part left out)."""
+        values = dataclasses.asdict(link or LinkFaults())
+        values.update(dataclasses.asdict(server or ServerFaults()))
+        return cls(**values)
 
     @classmethod
     def parse(cls, text: str) -> FaultSpec:
@@ -184,14 +279,7 @@ class FaultSpec:
 
     def to_spec(self) -> str:
         """Canonical spec string: non-default keys in fixed order; parses back equal."""
-        items = []
-        for key, name in _KEY_TO_FIELD.items():
-            value = getattr(self, name)
-            if value == _DEFAULTS[name]:
-                continue
-            text = _format_duration(value) if name in _DURATION_FIELDS else _format_number(value)
-            items.append(f"{key}={text}")
-        return ",".join(items) if items else self.NONE
+        return _spec_text(self, _ALL_KEYS)
 
     def __str__(self) -> str:
         return self.to_spec()
@@ -201,19 +289,19 @@ class FaultSpec:
         return dataclasses.replace(self, loss=loss)
 
     @property
-    def gilbert_elliott(self) -> bool:
-        """True when the Gilbert-Elliott burst-loss chain is active (``ge_p > 0``)."""
-        return self.ge_p > 0.0
+    def link(self) -> LinkFaults:
+        """The link faults, for ``FaultLink``."""
+        return LinkFaults(**{name: getattr(self, name) for _, name in _LINK_KEYS})
 
     @property
-    def is_link_zero(self) -> bool:
-        """True when a ``FaultLink`` with this spec passes every message untouched."""
-        return not any(getattr(self, name) for name in _LINK_FIELDS)
+    def server(self) -> ServerFaults:
+        """The server faults (application failure, crash), for the server programs."""
+        return ServerFaults(**{name: getattr(self, name) for _, name in _SERVER_KEYS})
 
     @property
     def is_zero(self) -> bool:
         """True when no fault of any kind is configured (link, application or crash)."""
-        return self.is_link_zero and not (self.app_fail or self.crash)
+        return self.link.is_zero and self.server.is_zero
 
 
 _DEFAULTS: dict[str, object] = {f.name: f.default for f in dataclasses.fields(FaultSpec)}
@@ -269,11 +357,6 @@ def corrupt_bits(data: bytes, rng: random.Random, nbits: int) -> bytes:
     return bytes(out)
 
 
-def should_fail(spec: FaultSpec, rng: random.Random) -> bool:
-    """The bank's application-failure draw: always one draw, true with probability app_fail."""
-    return rng.random() < spec.app_fail
-
-
 class FaultLink:
     """Fault decisions for one direction of one link (one client's connection or datagram flow).
 
@@ -283,8 +366,8 @@ class FaultLink:
     the messages lost at ``loss=0.1`` are a subset of those lost at ``loss=0.2``.
     """
 
-    def __init__(self, spec: FaultSpec, seed: int, label: str, *, stream: bool = False) -> None:
-        self.spec = spec
+    def __init__(self, faults: LinkFaults, seed: int, label: str, *, stream: bool = False) -> None:
+        self.faults = faults
         self.seed = seed
         self.label = label
         self.stream = stream
@@ -294,7 +377,7 @@ class FaultLink:
         self._rng = random.Random(f"{seed}/{label}")
         self._bad = False  # Gilbert-Elliott state: False = good
         self._fifo_floor = -math.inf  # stream mode: last delivery time on this connection
-        self._passthrough = spec.is_link_zero
+        self._passthrough = faults.is_zero
         #: Every message is delivered at once, untouched (all probabilities and
         #: delays zero, and ``apply`` not overridden): drivers may then skip
         #: building a ``Verdict`` and call ``count_passthrough`` instead.
@@ -304,10 +387,10 @@ class FaultLink:
         """Decide the fate of one message sent at ``now``."""
         self.counters["messages"] += 1
         if self._passthrough:
-            # A link's spec never changes, so skipping the draws cannot shift any
+            # A link's faults never change, so skipping the draws cannot shift any
             # later decision of this link, and other links have their own RNGs.
             return Verdict((Delivery(now, data),), False, ())
-        spec = self.spec
+        faults = self.faults
         draw = self._rng.random
         # The fixed draw order (never skip one; see the class docstring).
         u_state = draw()
@@ -319,13 +402,13 @@ class FaultLink:
         u_jitter = draw()
         corrupt_seed = self._rng.getrandbits(64)
 
-        if spec.ge_p > 0.0:
-            self._bad = (u_state >= spec.ge_r) if self._bad else (u_state < spec.ge_p)
-        lost = u_loss < (spec.ge_loss if self._bad else spec.loss)
+        if faults.ge_p > 0.0:
+            self._bad = (u_state >= faults.ge_r) if self._bad else (u_state < faults.ge_p)
+        lost = u_loss < (faults.ge_loss if self._bad else faults.loss)
         events: list[str] = []
 
         if self.stream:
-            broken = u_reset < spec.reset
+            broken = u_reset < faults.reset
             if lost or broken:
                 # TCP hides a single loss by retransmitting; a message the model
                 # loses stands for a connection that gave up: it breaks here.
@@ -334,10 +417,10 @@ class FaultLink:
         elif lost:
             return self._record(Verdict((), False, ("drop",)))
 
-        offset = spec.delay + spec.jitter * (2.0 * u_jitter - 1.0)
+        offset = faults.delay + faults.jitter * (2.0 * u_jitter - 1.0)
         at = now + offset if offset > 0.0 else now
-        reordered = u_reorder < spec.reorder
-        duplicated = u_dup < spec.dup
+        reordered = u_reorder < faults.reorder
+        duplicated = u_dup < faults.dup
         if self.stream:
             # TCP's sequence numbers absorb duplicates and reordering.
             if reordered:
@@ -350,11 +433,11 @@ class FaultLink:
             self._fifo_floor = at
         else:
             if reordered:
-                at += spec.reorder_gap
+                at += faults.reorder_gap
                 events.append("reorder")
             if duplicated:
                 events.append("dup")
-        if u_corrupt < spec.corrupt and data:
+        if u_corrupt < faults.corrupt and data:
             # A sub-RNG keeps the main draw count fixed however many bits flip.
             bit_rng = random.Random(corrupt_seed)
             data = corrupt_bits(data, bit_rng, min(bit_rng.randint(1, 3), len(data) * 8))
@@ -365,7 +448,7 @@ class FaultLink:
         first = Delivery(at, data)
         if duplicated and not self.stream:
             # Both copies carry the same bytes: duplication happens after the damage.
-            deliveries: tuple[Delivery, ...] = (first, Delivery(at + spec.reorder_gap, data))
+            deliveries: tuple[Delivery, ...] = (first, Delivery(at + faults.reorder_gap, data))
         else:
             deliveries = (first,)
         return self._record(Verdict(deliveries, False, tuple(events)))
@@ -380,54 +463,54 @@ class FaultLink:
 
     def __repr__(self) -> str:
         mode = "stream" if self.stream else "datagram"
-        return f"FaultLink({self.spec}, seed={self.seed}, label={self.label!r}, {mode})"
+        return f"FaultLink({self.faults}, seed={self.seed}, label={self.label!r}, {mode})"
 
 
 def link_pair(
-    spec: FaultSpec, seed: int, role: str, index: int, *, stream: bool = False
+    faults: LinkFaults, seed: int, role: str, index: int, *, stream: bool = False
 ) -> tuple[FaultLink, FaultLink]:
     """The (REQUEST, REPLY) links of one client, labelled with ``label_for``."""
     return (
-        FaultLink(spec, seed, label_for(role, index, Direction.REQUEST), stream=stream),
-        FaultLink(spec, seed, label_for(role, index, Direction.REPLY), stream=stream),
+        FaultLink(faults, seed, label_for(role, index, Direction.REQUEST), stream=stream),
+        FaultLink(faults, seed, label_for(role, index, Direction.REPLY), stream=stream),
     )
 
 
 # --- analytic helpers -------------------------------------------------------
 
 
-def stationary_loss_rate(spec: FaultSpec) -> float:
+def stationary_loss_rate(faults: LinkFaults) -> float:
     """Long-run fraction of messages the network loses (loss or Gilbert-Elliott)."""
-    if not spec.gilbert_elliott:
-        return spec.loss
-    pi_bad = spec.ge_p / (spec.ge_p + spec.ge_r)
-    return (1.0 - pi_bad) * spec.loss + pi_bad * spec.ge_loss
+    if not faults.gilbert_elliott:
+        return faults.loss
+    pi_bad = faults.ge_p / (faults.ge_p + faults.ge_r)
+    return (1.0 - pi_bad) * faults.loss + pi_bad * faults.ge_loss
 
 
-def expected_delivery(spec: FaultSpec, *, stream: bool = False) -> float:
+def expected_delivery(faults: LinkFaults, *, stream: bool = False) -> float:
     """Probability one message arrives at all (possibly corrupted).
 
     In stream mode a ``reset`` draw also prevents delivery; it is independent of
     the loss draw, so the probabilities multiply.
     """
-    delivered = 1.0 - stationary_loss_rate(spec)
-    return delivered * (1.0 - spec.reset) if stream else delivered
+    delivered = 1.0 - stationary_loss_rate(faults)
+    return delivered * (1.0 - faults.reset) if stream else delivered
 
 
-def expected_intact(spec: FaultSpec, *, stream: bool = False) -> float:
+def expected_intact(faults: LinkFaults, *, stream: bool = False) -> float:
     """Probability one message arrives and passes the receiver's CRC.
 
     A duplicate carries the same bytes as the original, so it does not help.
     """
-    return expected_delivery(spec, stream=stream) * (1.0 - spec.corrupt)
+    return expected_delivery(faults, stream=stream) * (1.0 - faults.corrupt)
 
 
-def mean_burst_length(spec: FaultSpec) -> float:
+def mean_burst_length(faults: LinkFaults) -> float:
     """Mean number of consecutive messages spent in the bad state: ``1 / ge_r``.
 
     This is the mean loss-burst length when ``ge_loss = 1`` and ``loss = 0``;
     without Gilbert-Elliott, independent loss gives ``1 / (1 - loss)``.
     """
-    if not spec.gilbert_elliott:
-        return 1.0 / (1.0 - spec.loss) if spec.loss < 1.0 else math.inf
-    return 1.0 / spec.ge_r if spec.ge_r > 0.0 else math.inf
+    if not faults.gilbert_elliott:
+        return 1.0 / (1.0 - faults.loss) if faults.loss < 1.0 else math.inf
+    return 1.0 / faults.ge_r if faults.ge_r > 0.0 else math.inf

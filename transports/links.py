@@ -2,7 +2,7 @@
 
 A ``Links`` is what every driver (TCP, UDP, the simulator) holds per client
 or per peer: the ``FaultLink`` for requests and the one for replies, or None
-where no fault applies. Built from a ``FaultSpec`` and the run's seed, named
+where no fault applies. Built from ``LinkFaults`` and the run's seed, named
 so that TCP, UDP and the simulator draw the same fates for the same client.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transports.faults import Direction, FaultLink, FaultSpec
+from transports.faults import Direction, FaultLink, LinkFaults
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,12 @@ class Links:
         object.__setattr__(self, "passthrough", passthrough)
 
     @classmethod
-    def build(cls, spec: FaultSpec | None, seed: int, name: str, *, stream: bool) -> Links:
-        if spec is None or spec.is_zero:
+    def build(cls, faults: LinkFaults | None, seed: int, name: str, *, stream: bool) -> Links:
+        if faults is None or faults.is_zero:
             return NO_LINKS
         return cls(
-            FaultLink(spec, seed, f"{name}/{Direction.REQUEST.value}", stream=stream),
-            FaultLink(spec, seed, f"{name}/{Direction.REPLY.value}", stream=stream),
+            FaultLink(faults, seed, f"{name}/{Direction.REQUEST.value}", stream=stream),
+            FaultLink(faults, seed, f"{name}/{Direction.REPLY.value}", stream=stream),
         )
 
 

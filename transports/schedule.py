@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from transports.faults import Delivery, FaultLink, FaultSpec, Verdict
+from transports.faults import Delivery, FaultLink, LinkFaults, Verdict
 from transports.links import Links
 from transports.sim import CrashPoint
 
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: Offset of a duplicate's second copy: the same gap as ``FaultSpec.reorder_gap``.
-DEFAULT_GAP = FaultSpec().reorder_gap
+DEFAULT_GAP = LinkFaults().reorder_gap
 
 
 class ActionKind(enum.Enum):
@@ -118,7 +118,7 @@ class ScheduledLink(FaultLink):
         stream: bool = False,
         gap: float = DEFAULT_GAP,
     ) -> None:
-        super().__init__(FaultSpec(), 0, label, stream=stream)
+        super().__init__(LinkFaults(), 0, label, stream=stream)
         self.actions = tuple(actions)
         self.gap = gap
         self.sent = 0  # index of the next message

@@ -32,7 +32,7 @@ with ``reset`` means the server applied the request but the connection broke;
 the Call learns of it when the reset reaches it (the reply's arrival time).
 Anything still in flight on an old epoch is discarded on arrival.
 
-Links: by default each client gets ``Links.build(faults, seed, f"client{i}")``;
+Links: by default each client gets ``Links.build(faults.link, seed, f"client{i}")``;
 ``links=`` overrides them (e.g. ``transports.schedule.ScheduledLink``s, whose
 decisions come from an explicit list instead of an RNG).
 
@@ -422,7 +422,8 @@ def simulate(
         crashes = random_crashes(faults.crash, seed)
     n = len(plans)
     if links is None:
-        links = [Links.build(faults, seed, f"client{i}", stream=stream) for i in range(n)]
+        link_faults = None if faults is None else faults.link
+        links = [Links.build(link_faults, seed, f"client{i}", stream=stream) for i in range(n)]
     elif len(links) != n:
         raise ValueError(f"links: expected one Links per client ({n}), got {len(links)}")
     clients = [

@@ -3,12 +3,15 @@
 Only the command line lives here: the options, their checks that need no
 server, and the dispatch. The work is done by ``services.programs.server`` (one server
 process), ``services.programs.server_workers`` (``serve --workers N``),
-``services.programs.crash_hook`` (``--faults crash=P``) and ``services.programs.clients``.
-Together with ``services.programs.options`` these modules are the composition root:
-the part of ``services`` that imports ``transports``, to wire a service to a
-driver. The services themselves know nothing of sockets.
+``services.programs.server_faults`` (``--faults app_fail=P,crash=P``, with
+``services.programs.crash_hook``) and ``services.programs.clients``. Together with
+``services.programs.config`` and ``services.programs.options`` these modules are the
+composition root: the part of ``services`` that imports ``transports``, to wire a
+service to a driver. The services themselves know nothing of sockets.
 
-The names other code imports from here (``ProcessCrasher``, ``CRASH_POINTS``,
+The options become a ``ServerConfig`` or ``ClientConfig``
+(``services.programs.config``) here, once; the programs take that. The names
+other code imports from here (``ProcessCrasher``, ``CRASH_POINTS``,
 ``UsageError``, ...) are re-exported, see ``__all__``.
 """
 
@@ -20,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from services import numbers
+from services.programs.config import ClientConfig, ServerConfig
 from services.programs.crash_hook import CRASH_OPS, CRASH_POINTS, RANDOM_POINT, ProcessCrasher
 from services.programs.options import UsageError
 from services.programs.server import serve
@@ -38,12 +42,16 @@ __all__ = [
     "CRASH_POINTS",
     "RANDOM_POINT",
     "SERVICES",
+    "ClientConfig",
     "ProcessCrasher",
+    "ServerConfig",
     "UsageError",
     "build_parser",
+    "client_config",
     "main",
     "serve",
     "serve_workers",
+    "server_config",
 ]
 
 SERVICES = ("text", "numbers", "bank")
@@ -176,29 +184,16 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        faults = FaultSpec.parse(args.faults)
-        if not 0 <= args.port <= 65535:
-            raise UsageError(f"--port must be 0..65535, got {args.port}")
         if args.command == "serve":
-            if args.prime_processes < 0:
-                raise UsageError(f"--prime-processes must be 0 or more, got {args.prime_processes}")
-            _use_loop(args.loop)  # before any loop exists; forked workers inherit it
-            if args.workers != 1:
-                return serve_workers(args, faults)
-            return asyncio.run(serve(args, faults))
+            config = server_config(args)
+            _use_loop(config.loop)  # before any loop exists; forked workers inherit it
+            if config.workers != 1:
+                return serve_workers(config)
+            return asyncio.run(serve(config))
         from services.programs.clients import run_client
 
-        return asyncio.run(
-            run_client(
-                args.service,
-                args.transport,
-                args.host,
-                args.port,
-                _client_settings(args),
-                faults,
-                args.seed,
-            )
-        )
+        client = client_config(args)
+        return asyncio.run(run_client(client, _client_settings(client)))
     except (UsageError, FaultSpecError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -217,14 +212,66 @@ def _use_loop(name: str) -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _client_settings(args: argparse.Namespace) -> RetrySettings:
-    settings = default_settings(args.transport)
-    if args.timeout is not None:
-        if args.timeout <= 0:
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The parsed ``serve`` options as a ``ServerConfig``; UsageError for what needs no server."""
+    faults, port = _endpoint_options(args)
+    if args.prime_processes < 0:
+        raise UsageError(f"--prime-processes must be 0 or more, got {args.prime_processes}")
+    return ServerConfig(
+        service=args.service,
+        transport=args.transport,
+        host=args.host,
+        port=port,
+        faults=faults,
+        seed=args.seed,
+        db=args.db,
+        framing=args.framing,
+        semantics=Semantics(args.semantics) if args.semantics else None,
+        fault_backend=args.fault_backend,
+        workers=args.workers,
+        threads=args.threads,
+        prime_processes=args.prime_processes,
+        crash_point=args.crash_point,
+        max_connections=args.max_connections,
+        frame_timeout=args.frame_timeout,
+        idle_timeout=args.idle_timeout,
+        max_in_flight=args.max_in_flight,
+        loop=args.loop,
+        verbose=args.verbose,
+    )
+
+
+def client_config(args: argparse.Namespace) -> ClientConfig:
+    """The parsed ``client`` options as a ``ClientConfig``."""
+    faults, port = _endpoint_options(args)
+    return ClientConfig(
+        service=args.service,
+        transport=args.transport,
+        host=args.host,
+        port=port,
+        faults=faults,
+        seed=args.seed,
+        timeout=args.timeout,
+        attempts=args.attempts,
+    )
+
+
+def _endpoint_options(args: argparse.Namespace) -> tuple[FaultSpec, int]:
+    """``--faults`` parsed and ``--port`` checked (FaultSpecError, UsageError)."""
+    faults = FaultSpec.parse(args.faults)
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0..65535, got {args.port}")
+    return faults, int(args.port)
+
+
+def _client_settings(config: ClientConfig) -> RetrySettings:
+    settings = default_settings(config.transport)
+    if config.timeout is not None:
+        if config.timeout <= 0:
             raise UsageError("--timeout must be positive")
-        settings.policy = RetryPolicy.from_name(settings.policy.name, timeout=args.timeout)
-    if args.attempts is not None:
-        if args.attempts < 1:
+        settings.policy = RetryPolicy.from_name(settings.policy.name, timeout=config.timeout)
+    if config.attempts is not None:
+        if config.attempts < 1:
             raise UsageError("--attempts must be at least 1")
-        settings.max_attempts = args.attempts
+        settings.max_attempts = config.attempts
     return settings

@@ -12,9 +12,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from services.programs.config import ClientConfig
 from transports.aio.client import RpcClient, open_channel
 from transports.call import CallResult, Outcome, RetrySettings
-from transports.faults import FaultSpec
 
 DISCONNECT = "!DISCONNECT"
 MENU = "1. Check Balance\n2. Deposit\n3. Withdraw\n4. Exit"
@@ -34,24 +34,28 @@ def ask(prompt: str) -> str | None:
         return None
 
 
-async def run_client(
-    service: str,
-    transport: str,
-    host: str,
-    port: int,
-    settings: RetrySettings,
-    faults: FaultSpec,
-    seed: int,
-) -> int:
-    channel = open_channel(transport, host, port, faults=faults, seed=seed, name="cli")
+async def run_client(config: ClientConfig, settings: RetrySettings) -> int:
+    """The interactive client ``config`` names, retrying as ``settings`` says; the exit status.
+
+    Only the link faults of ``config.faults`` act here, on the client's links.
+    """
+    channel = open_channel(
+        config.transport,
+        config.host,
+        config.port,
+        faults=config.faults.link,
+        seed=config.seed,
+        name="cli",
+    )
     client = RpcClient(channel, settings)
     try:
-        if service == "atm":
+        if config.service == "atm":
             await Atm(client).run()
         else:
-            await _line_client(client, service)
+            await _line_client(client, config.service)
     except ServerUnreachable as err:
-        print(f"error: {err} ({transport}://{host}:{port})", file=sys.stderr)
+        where = f"{config.transport}://{config.host}:{config.port}"
+        print(f"error: {err} ({where})", file=sys.stderr)
         return 1
     finally:
         await client.close()

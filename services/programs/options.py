@@ -8,9 +8,9 @@ is left to fail on an option.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from services.programs.config import ServerConfig
 from transports.aio.driver import ServerLimits
 from transports.semantics import Semantics
 
@@ -31,18 +31,20 @@ class UsageError(Exception):
     """A bad option value: printed as one line, exit status 2."""
 
 
-def served_semantics(args: argparse.Namespace) -> Semantics:
+def served_semantics(config: ServerConfig) -> Semantics:
     """``--semantics``, or the service's default."""
-    return Semantics(args.semantics or DEFAULT_SEMANTICS[args.service])
+    if config.semantics is not None:
+        return config.semantics
+    return Semantics(DEFAULT_SEMANTICS[config.service])
 
 
-def server_limits(args: argparse.Namespace) -> ServerLimits:
+def server_limits(config: ServerConfig) -> ServerLimits:
     try:
         return ServerLimits(
-            max_connections=args.max_connections,
-            frame_timeout=args.frame_timeout,
-            idle_timeout=args.idle_timeout,
-            max_in_flight=args.max_in_flight,
+            max_connections=config.max_connections,
+            frame_timeout=config.frame_timeout,
+            idle_timeout=config.idle_timeout,
+            max_in_flight=config.max_in_flight,
         )
     except ValueError as err:
         raise UsageError(str(err)) from err

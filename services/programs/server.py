@@ -3,16 +3,16 @@
 ``serve`` is ``python -m services serve`` with one process; ``run_server`` is
 the server itself, which each ``--workers`` worker also runs
 (``services.programs.server_workers``), with a ``Console`` saying where its output
-goes. It builds the service (the bank's SQLite ledger), the endpoint with its
-call semantics and crash hook, and the transport's ``ServerContext`` (looked
-up here at run time: ``experiments.roundtrip`` replaces it to add a zero-fault
-layer), and prints the ``[LISTENING]`` and ``[STOPPED]`` lines experiments
-parse.
+goes. Both take a ``ServerConfig``. It builds the service (the bank's SQLite
+ledger, with the injected application failures), the endpoint with its call
+semantics and crash hook (the config's ``ServerFaults``), and the transport's
+``ServerContext`` with the config's ``LinkFaults`` (looked up here at run
+time: ``experiments.roundtrip`` replaces it to add a zero-fault layer), and
+prints the ``[LISTENING]`` and ``[STOPPED]`` lines experiments parse.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import contextlib
@@ -26,8 +26,9 @@ from services import numbers, text
 from services.bank import BankService
 from services.ledger import Ledger
 from services.prime_processes import PrimeProcesses
-from services.programs.crash_hook import ProcessCrasher
+from services.programs.config import ServerConfig
 from services.programs.options import UsageError, served_semantics, server_limits, warn_if_exposed
+from services.programs.server_faults import app_failures, crash_hook
 from transports import netns
 from transports.aio.client import start_server
 from transports.aio.driver import ServerContext
@@ -52,21 +53,25 @@ __all__ = [
 DISCONNECT = "!DISCONNECT"  # the lab's end-of-session message
 
 
-def make_service(args: argparse.Namespace, faults: FaultSpec) -> tuple[Service, Callable[[], None]]:
-    """The service object and how to release what it holds."""
-    if args.service == "text":
+def make_service(config: ServerConfig) -> tuple[Service, Callable[[], None]]:
+    """The service object and how to release what it holds.
+
+    The bank's ledger fails deposits and withdrawals as the config's ``app_fail`` says.
+    """
+    if config.service == "text":
         return text.TextService(), lambda: None
-    if args.service == "numbers":
-        if args.prime_processes == 0:
+    if config.service == "numbers":
+        if config.prime_processes == 0:
             return numbers.NumbersService(), lambda: None
-        primes = PrimeProcesses(args.prime_processes)
+        primes = PrimeProcesses(config.prime_processes)
         return numbers.NumbersService(primes.is_prime), primes.close
+    fault_point = app_failures(config.faults.server, config.seed)
     try:
-        ledger = Ledger(args.db, fail_probability=faults.app_fail, seed=args.seed)
+        ledger = Ledger(config.db, fault_point=fault_point)
     except Exception as err:  # sqlite3 errors, unreadable file, not a database
-        raise UsageError(f"cannot open ledger {args.db!r}: {err}") from err
+        raise UsageError(f"cannot open ledger {config.db!r}: {err}") from err
     # With --workers N, N processes write the one ledger file.
-    return BankService(ledger, ledger_shared=args.workers > 1), ledger.close
+    return BankService(ledger, ledger_shared=config.workers > 1), ledger.close
 
 
 def make_seed_handler(service: str) -> SeedHandler:
@@ -80,14 +85,14 @@ def make_seed_handler(service: str) -> SeedHandler:
     raise UsageError("--framing seed is only for the text and numbers services")
 
 
-async def serve(args: argparse.Namespace, faults: FaultSpec) -> int:
-    if args.fault_backend == "kernel":
-        return await _serve_in_namespace(args, faults)
-    warn_if_exposed(args.host)
-    return await run_server(args, faults)
+async def serve(config: ServerConfig) -> int:
+    if config.fault_backend == "kernel":
+        return await _serve_in_namespace(config)
+    warn_if_exposed(config.host)
+    return await run_server(config)
 
 
-async def _serve_in_namespace(args: argparse.Namespace, faults: FaultSpec) -> int:
+async def _serve_in_namespace(config: ServerConfig) -> int:
     """Serve in namespace b of a fresh veth pair; the kernel drops packets between a and b.
 
     The server socket is created inside b (``netns.inside`` switches only this
@@ -97,21 +102,21 @@ async def _serve_in_namespace(args: argparse.Namespace, faults: FaultSpec) -> in
     reason = netns.support().skip_reason()
     if reason is not None:
         raise UsageError(f"--fault-backend kernel: {reason}")
-    link = dataclasses.replace(faults, app_fail=0.0, crash=0.0)
+    link = FaultSpec.of(link=config.faults.link)
     with netns.NetnsPair() as pair:
         try:
             pair.apply(link)
         except netns.NetnsError as err:
             raise UsageError(f"--fault-backend kernel: {err}") from err
-        args.host = pair.b.address
         print(
             f"[NETNS] kernel faults [{link}] between namespaces; clients run in "
             f"{pair.a.netns}: ip netns exec {pair.a.netns} python -m services client ... "
             f"--host {pair.b.address}",
             flush=True,
         )
-        in_process = FaultSpec(app_fail=faults.app_fail, crash=faults.crash)
-        return await run_server(args, in_process, namespace=pair.b.netns)
+        in_process = FaultSpec.of(server=config.faults.server)
+        served = dataclasses.replace(config, host=pair.b.address, faults=in_process)
+        return await run_server(served, namespace=pair.b.netns)
 
 
 class Console:
@@ -128,48 +133,46 @@ class Console:
 
 
 async def run_server(
-    args: argparse.Namespace,
-    faults: FaultSpec,
+    config: ServerConfig,
     namespace: str | None = None,
     console: Console | None = None,
     sock: socket.socket | None = None,
 ) -> int:
-    """Run the server until SIGINT/SIGTERM, injecting ``faults`` in-process.
+    """Run the server until SIGINT/SIGTERM, injecting ``config.faults`` in-process.
 
     ``sock``: serve on this bound socket (a ``--workers`` worker's share of
     the port) instead of binding ``--host``/``--port``.
     """
     console = console or Console()
-    seed_handler = make_seed_handler(args.service) if args.framing == "seed" else None
-    limits = server_limits(args)  # before the ledger opens: a bad value must not leak it
-    service, release = make_service(args, faults)
-    semantics = served_semantics(args)
-    crasher = None
-    if faults.crash > 0.0:
-        crasher = ProcessCrasher(faults.crash, args.crash_point, args.seed)
+    seed_handler = make_seed_handler(config.service) if config.framing == "seed" else None
+    limits = server_limits(config)  # before the ledger opens: a bad value must not leak it
+    service, release = make_service(config)
+    semantics = served_semantics(config)
+    crasher = crash_hook(config.faults.server, config.crash_point, config.seed)
     endpoint = ServerEndpoint(service, semantics, crash_hook=crasher)
+    link = config.faults.link
     stop = _stop_on_signal()
-    with concurrent.futures.ThreadPoolExecutor(max(1, args.threads)) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max(1, config.threads)) as pool:
         context = ServerContext(
             endpoint,
-            host=args.host,
-            port=args.port,
+            host=config.host,
+            port=config.port,
             pool=pool,
             limits=limits,
-            faults=None if faults.is_zero else faults,
-            seed=args.seed,
+            faults=None if link.is_zero else link,
+            seed=config.seed,
             sock=sock,
             on_bad_input=(lambda what: print(f"[REJECTED] {what}", file=sys.stderr))
-            if args.verbose
+            if config.verbose
             else None,
         )
         try:
             with netns.inside(namespace) if namespace else contextlib.nullcontext():
-                server = await start_server(args.transport, context, seed_handler)
+                server = await start_server(config.transport, context, seed_handler)
         except OSError as err:
             release()
-            raise cannot_listen(args, err) from err
-        console.listening(listening_line(args, server.host, server.port, semantics, faults))
+            raise cannot_listen(config, err) from err
+        console.listening(listening_line(config, server.host, server.port, semantics))
         console.serving(stop)
         await stop.wait()
         await server.close()
@@ -178,19 +181,17 @@ async def run_server(
     return 0
 
 
-def cannot_listen(args: argparse.Namespace, err: OSError) -> UsageError:
-    return UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}")
+def cannot_listen(config: ServerConfig, err: OSError) -> UsageError:
+    return UsageError(f"cannot listen on {config.host}:{config.port}: {err.strerror}")
 
 
-def listening_line(
-    args: argparse.Namespace, host: str, port: int, semantics: Semantics, faults: FaultSpec
-) -> str:
+def listening_line(config: ServerConfig, host: str, port: int, semantics: Semantics) -> str:
     """The one line experiments and tests parse for the port (keep its format)."""
-    crashing = f", crash point {args.crash_point}" if faults.crash > 0.0 else ""
-    loop = f", loop {args.loop}" if args.loop != "asyncio" else ""
+    crashing = f", crash point {config.crash_point}" if config.faults.crash > 0.0 else ""
+    loop = f", loop {config.loop}" if config.loop != "asyncio" else ""
     return (
-        f"[LISTENING] {args.service} on {args.transport}://{host}:{port} "
-        f"(semantics {semantics.value}, framing {args.framing}, faults {faults or 'none'}"
+        f"[LISTENING] {config.service} on {config.transport}://{host}:{port} "
+        f"(semantics {semantics.value}, framing {config.framing}, faults {config.faults}"
         f"{crashing}{loop})"
     )
 

@@ -11,9 +11,9 @@ summed counters.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Mapping
 from functools import partial
 
+from services.programs.config import ServerConfig
 from services.programs.options import UsageError, served_semantics, server_limits, warn_if_exposed
 from services.programs.server import (
     Console,
@@ -34,13 +35,12 @@ from services.programs.server import (
     run_server,
 )
 from transports.aio import workers
-from transports.faults import FaultSpec
 from transports.semantics import Semantics
 
 __all__ = ["serve_workers"]
 
 
-def serve_workers(args: argparse.Namespace, faults: FaultSpec) -> int:
+def serve_workers(config: ServerConfig) -> int:
     """``serve --workers N``, N > 1: N forked server processes on one SO_REUSEPORT port.
 
     Everything that can fail for a bad option fails here, in the parent, as a
@@ -52,30 +52,33 @@ def serve_workers(args: argparse.Namespace, faults: FaultSpec) -> int:
     Once supervision ended the parent keeps SIGINT and SIGTERM blocked: it is
     printing the counters and exiting, and a late stop signal changes nothing.
     """
-    semantics = _check_workers(args, faults)
-    warn_if_exposed(args.host)
-    if args.framing == "seed":
-        make_seed_handler(args.service)
-        if args.transport != "tcp":
+    semantics = _check_workers(config)
+    warn_if_exposed(config.host)
+    if config.framing == "seed":
+        make_seed_handler(config.service)
+        if config.transport != "tcp":
             raise UsageError("seed framing is a TCP stream format; use --transport tcp")
-    server_limits(args)
+    server_limits(config)
     temporary = None
-    if args.service == "bank" and args.db is None:
+    if config.service == "bank" and config.db is None:
         fd, temporary = tempfile.mkstemp(prefix="ledger-", suffix=".sqlite3")
         os.close(fd)
-        args.db = temporary
+        config = dataclasses.replace(config, db=temporary)
     try:
-        if args.service == "bank":
-            make_service(args, faults)[1]()  # the schema and demo accounts, once
+        if config.service == "bank":
+            make_service(config)[1]()  # the schema and demo accounts, once
         try:
-            sockets = workers.bind_shared(args.host, args.port, args.transport, args.workers)
+            sockets = workers.bind_shared(
+                config.host, config.port, config.transport, config.workers
+            )
         except OSError as err:
-            raise cannot_listen(args, err) from err
-        port = args.port = sockets[0].getsockname()[1]  # what each worker's server binds
-        started = workers.fork_workers(sockets, partial(_worker_main, args, faults))
+            raise cannot_listen(config, err) from err
+        port = sockets[0].getsockname()[1]
+        config = dataclasses.replace(config, port=port)  # what each worker's server binds
+        started = workers.fork_workers(sockets, partial(_worker_main, config))
 
         def announce() -> None:
-            print(listening_line(args, args.host, port, semantics, faults), flush=True)
+            print(listening_line(config, config.host, port, semantics), flush=True)
             pids = " ".join(str(w.pid) for w in started)
             print(f"[WORKERS] {len(started)} processes on port {port}: pids {pids}", flush=True)
 
@@ -99,25 +102,25 @@ def serve_workers(args: argparse.Namespace, faults: FaultSpec) -> int:
     return 0
 
 
-def _check_workers(args: argparse.Namespace, faults: FaultSpec) -> Semantics:
+def _check_workers(config: ServerConfig) -> Semantics:
     """Refuse what would break a guarantee across processes; the semantics served."""
-    n = args.workers
+    n = config.workers
     if not 1 <= n <= workers.MAX_WORKERS:
         raise UsageError(f"--workers must be 1..{workers.MAX_WORKERS}, got {n}")
-    semantics = served_semantics(args)
+    semantics = served_semantics(config)
     if semantics is Semantics.AT_MOST_ONCE:
         raise UsageError(
             f"--workers {n} with --semantics at-most-once: its reply cache lives in one "
             "process, so a retry that reconnects to another worker would execute twice; "
             "use --semantics exactly-once (idempotency keys in the shared ledger) or --workers 1"
         )
-    if not faults.is_zero:
+    if not config.faults.is_zero:
         raise UsageError(
             f"--workers {n} with --faults: fault decisions are numbered per peer inside one "
             "process, so they would depend on which worker a peer reaches and a run could "
             "not be replayed; use --workers 1"
         )
-    if args.fault_backend == "kernel":
+    if config.fault_backend == "kernel":
         raise UsageError(f"--workers {n} with --fault-backend kernel: use --workers 1")
     return semantics
 
@@ -146,12 +149,10 @@ class _WorkerConsole(Console):
         self.link.finished(counters)
 
 
-def _worker_main(
-    args: argparse.Namespace, faults: FaultSpec, sock: socket.socket, link: workers.ParentLink
-) -> int:
+def _worker_main(config: ServerConfig, sock: socket.socket, link: workers.ParentLink) -> int:
     """One forked worker: the ordinary server, on the inherited socket."""
     try:
-        return asyncio.run(run_server(args, faults, console=_WorkerConsole(link), sock=sock))
+        return asyncio.run(run_server(config, console=_WorkerConsole(link), sock=sock))
     except (UsageError, ValueError) as err:
         print(f"error: worker: {err}", file=sys.stderr)
         return 2

@@ -20,6 +20,8 @@ from services.errors import (
     UnknownOperation,
 )
 from services.ledger import MAX_AMOUNT, Ledger
+from services.programs.server_faults import AppFailures
+from transports.faults import ServerFaults
 from transports.service import CallContext, JsonObject, Service
 
 FAST_N = 2**10
@@ -199,7 +201,8 @@ def test_server_restart_on_same_file(tmp_path: Path) -> None:
 
 
 def test_random_failure_reaches_the_caller() -> None:
-    with Ledger(scrypt_n=FAST_N, fail_probability=1.0) as ledger:
+    failures = AppFailures(ServerFaults(app_fail=1.0), seed=0)
+    with Ledger(scrypt_n=FAST_N, fault_point=failures) as ledger:
         bank = BankService(ledger)
         token = login(bank)
         with pytest.raises(TransactionFailed):

@@ -590,10 +590,10 @@ class PassthroughLinkContext(ServerContext):
     """Every peer gets fault links whose probabilities are all zero."""
 
     def links_for_peer(self, *, stream: bool) -> Any:
-        from transports.faults import FaultLink, FaultSpec
+        from transports.faults import FaultLink, LinkFaults
         from transports.links import Links
 
-        spec = FaultSpec()
+        spec = LinkFaults()
         return Links(
             FaultLink(spec, 0, "peer/request", stream=stream),
             FaultLink(spec, 0, "peer/reply", stream=stream),
@@ -632,9 +632,9 @@ class FakeDatagramTransport(asyncio.DatagramTransport):
 
 def test_zero_probability_links_count_every_datagram_per_peer() -> None:
     from transports.aio.udp import _ServerProtocol
-    from transports.faults import FaultSpec
+    from transports.faults import LinkFaults
 
-    ctx = PassthroughLinkContext(ServerEndpoint(TextService()), faults=FaultSpec())
+    ctx = PassthroughLinkContext(ServerEndpoint(TextService()), faults=LinkFaults())
     server = _ServerProtocol(ctx)
     transport = FakeDatagramTransport()
     server.connection_made(transport)

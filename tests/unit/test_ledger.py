@@ -28,9 +28,16 @@ from services.ledger import (
     MAX_LOGIN_FAILURES,
     Ledger,
 )
+from services.programs.server_faults import AppFailures
+from transports.faults import ServerFaults
 
 FAST_N = 2**10  # cheap scrypt for tests; the default is exercised once below
 DEMO = [(1, "Dibbyo Roy", 10_000), (2, "Abdullah Ashik", 10_000), (3, "Abir Hasan", 10_000)]
+
+
+def app_failures(probability: float, seed: int = 0) -> AppFailures:
+    """The server's seeded ``app_fail`` draw, as the ledger's fault point."""
+    return AppFailures(ServerFaults(app_fail=probability), seed)
 
 
 @pytest.fixture(params=["file", "memory"])
@@ -145,7 +152,7 @@ def test_ledger_sequence_numbers_follow_the_order_of_changes(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"fail_probability": -0.1}, {"fail_probability": 1.5}, {"scrypt_n": 1000}, {"session_ttl": 0}],
+    [{"scrypt_n": 1000}, {"session_ttl": 0}],  # app_fail's range: test_server_faults
 )
 def test_bad_constructor_arguments(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
@@ -304,7 +311,7 @@ def test_insufficient_funds_changes_nothing(ledger: Ledger) -> None:
 
 
 def test_certain_failure_applies_nothing() -> None:
-    with Ledger(scrypt_n=FAST_N, fail_probability=1.0) as led:
+    with Ledger(scrypt_n=FAST_N, fault_point=app_failures(1.0)) as led:
         for idempotent in (False, True):
             with pytest.raises(TransactionFailed, match="Transaction failed"):
                 led.deposit(1, 10, "d", idempotent=idempotent)
@@ -314,7 +321,7 @@ def test_certain_failure_applies_nothing() -> None:
 
 
 def _outcomes(seed: int) -> list[bool]:
-    with Ledger(scrypt_n=FAST_N, fail_probability=0.5, seed=seed) as led:
+    with Ledger(scrypt_n=FAST_N, fault_point=app_failures(0.5, seed)) as led:
         outcomes = []
         for i in range(40):
             try:
@@ -380,7 +387,7 @@ def test_idempotency_survives_restart_and_repeat_never_fails(tmp_path: Path) -> 
         assert led.deposit(1, 250, "req-1", idempotent=True) == 10_250
     # The restarted server always fails new work, but a repeat is answered from
     # the idempotency table before the failure draw.
-    with Ledger(path, scrypt_n=FAST_N, fail_probability=1.0) as led:
+    with Ledger(path, scrypt_n=FAST_N, fault_point=app_failures(1.0)) as led:
         assert led.deposit(1, 250, "req-1", idempotent=True) == 10_250
         with pytest.raises(TransactionFailed):
             led.deposit(1, 250, "req-2", idempotent=True)
@@ -530,7 +537,8 @@ def test_session_bound_failures_draw_like_the_two_steps(in_memory: bool) -> None
     # Same seed, same draws, same failures: whichever path runs, only requests
     # that would really execute draw, and a repeat never fails.
     def run(bound: bool) -> list[object]:
-        with Ledger(scrypt_n=FAST_N, fail_probability=0.5, seed=7, in_memory=in_memory) as led:
+        failures = app_failures(0.5, seed=7)
+        with Ledger(scrypt_n=FAST_N, fault_point=failures, in_memory=in_memory) as led:
             token, _ = led.login(1, "1234", now=0.0)
             seen: list[object] = []
             for i in range(30):

@@ -18,7 +18,7 @@ from transports.aio.driver import ClientChannel, ConnectionLost, NotSent, Server
 from transports.aio.tcp import SeedHandler, TcpChannel, start_tcp_server
 from transports.aio.udp import UdpChannel, start_udp_server
 from transports.call import Call, CallResult, RetrySettings
-from transports.faults import FaultSpec
+from transports.faults import LinkFaults
 from transports.links import Links
 from transports.retry import RetryPolicy
 from transports.wire import Request
@@ -37,7 +37,7 @@ def open_channel(
     host: str,
     port: int,
     *,
-    faults: FaultSpec | None = None,
+    faults: LinkFaults | None = None,
     seed: int = 0,
     name: str = "client",
 ) -> ClientChannel:

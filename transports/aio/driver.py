@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from transports.endpoint import ServerEndpoint
-from transports.faults import FaultLink, FaultSpec
+from transports.faults import FaultLink, LinkFaults
 from transports.links import Links
 from transports.wire import Request
 
@@ -177,7 +177,7 @@ class ServerContext:
         port: int = 0,
         pool: concurrent.futures.Executor | None = None,
         limits: ServerLimits | None = None,
-        faults: FaultSpec | None = None,
+        faults: LinkFaults | None = None,
         seed: int = 0,
         on_bad_input: Callable[[str], None] | None = None,
         sock: socket.socket | None = None,

@@ -49,15 +49,15 @@ from transports.netns.commands import (
 from transports.netns.inside import inside
 from transports.netns.pair import PREFIX, NetnsPair, Side, cleanup_stale
 from transports.netns.probe import KernelSupport, probe, support
-from transports.netns.rules import SCALE, TABLE, LinkFaults, default_loss_tool, netem_args
+from transports.netns.rules import SCALE, TABLE, KernelRules, default_loss_tool, netem_args
 
 __all__ = [
     "PREFIX",
     "SCALE",
     "TABLE",
     "CommandResult",
+    "KernelRules",
     "KernelSupport",
-    "LinkFaults",
     "NetnsError",
     "NetnsPair",
     "Runner",

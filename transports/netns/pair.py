@@ -4,7 +4,7 @@ Every namespace, and with it every rule, qdisc and veth inside, is removed on
 exit: also on an exception, on Ctrl-C and on SIGTERM (turned into SystemExit
 while a pair is open). Names carry the owner's pid, so ``cleanup_stale`` can
 remove what a process killed outright left behind. The faults themselves come
-from ``transports.netns.rules.LinkFaults``.
+from ``transports.netns.rules.KernelRules``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from transports.netns.commands import Runner, check, run_command
-from transports.netns.rules import LinkFaults
+from transports.netns.rules import KernelRules
 
 PREFIX = "rtfault"
 _counter = itertools.count(1)
@@ -59,7 +59,7 @@ def cleanup_stale(runner: Runner = run_command, prefix: str = PREFIX) -> list[st
 
 
 @dataclass
-class NetnsPair(LinkFaults):
+class NetnsPair(KernelRules):
     """Two namespaces joined by veth, with kernel faults between them. Use as a context.
 
     ``a`` (10.213.0.1) is the client side, ``b`` (10.213.0.2) the server side.

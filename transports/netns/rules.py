@@ -5,7 +5,7 @@
 * TCP resets: ``reject with tcp reset`` for a random fraction of arriving packets;
 * rate limiting: tc tbf; delay, jitter, dup, reorder, corruption, burst loss: tc netem.
 
-``LinkFaults`` holds the methods; ``transports.netns.pair.NetnsPair`` mixes them
+``KernelRules`` holds the methods; ``transports.netns.pair.NetnsPair`` mixes them
 into the pair, which supplies the runner and the two sides.
 """
 
@@ -33,7 +33,7 @@ def default_loss_tool() -> str | None:
     return "nft" if shutil.which("nft") else "iptables" if shutil.which("iptables") else None
 
 
-class LinkFaults:
+class KernelRules:
     """Kernel faults on both directions of the link between ``a`` and ``b`` (a mixin)."""
 
     # Supplied by the pair (transports.netns.pair.NetnsPair).
