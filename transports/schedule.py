@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from transports.faults import Delivery, FaultLink, LinkFaults, Verdict
+from transports.faults import Fate, FaultLink, LinkFaults, TcpRecovery
 from transports.links import Links
 from transports.sim import CrashPoint
 
@@ -104,10 +104,12 @@ def delay(seconds: float) -> Action:
 class ScheduledLink(FaultLink):
     """A ``FaultLink`` whose decision for message #k is ``actions[k]``.
 
-    A subclass, not a lookalike, so it fits every place a ``FaultLink`` goes
-    (``Links``, the sim, the asyncio drivers). In stream (TCP) mode it keeps
-    ``FaultLink``'s meaning: a drop breaks the connection (reset), duplicates
-    are absorbed and a delayed message holds back the ones behind it.
+    A subclass, not a lookalike: only ``decide`` differs, so the transport's
+    rules are ``FaultLink``'s own. In stream (TCP) mode a drop loses the first
+    transmission and TCP recovers as ``tcp`` says (retransmitted after the
+    RTO, holding back later messages; or, with ``TcpRecovery.RESET``, the
+    connection breaks); duplicates are absorbed and a delayed message holds
+    back the ones behind it.
     """
 
     def __init__(
@@ -117,42 +119,33 @@ class ScheduledLink(FaultLink):
         *,
         stream: bool = False,
         gap: float = DEFAULT_GAP,
+        tcp: TcpRecovery = TcpRecovery.RETRANSMIT,
     ) -> None:
-        super().__init__(LinkFaults(), 0, label, stream=stream)
+        super().__init__(LinkFaults(tcp=tcp), 0, label, stream=stream)
         self.actions = tuple(actions)
         self.gap = gap
         self.sent = 0  # index of the next message
-        self._floor = float("-inf")  # stream mode: last delivery time
 
-    def apply(self, data: bytes, now: float) -> Verdict:
+    def decide(self) -> Fate:
         index, self.sent = self.sent, self.sent + 1
-        self.counters["messages"] += 1
         action = self.actions[index] if index < len(self.actions) else DELIVER
         kind = action.kind
-        if kind is ActionKind.DROP:
-            if self.stream:
-                self._floor = float("-inf")  # the next message rides a new connection
-                return self._record(Verdict((), True, ("drop", "reset")))
-            return self._record(Verdict((), False, ("drop",)))
-        at = now + action.seconds
-        events: list[str] = ["delay"] if kind is ActionKind.DELAY else []
-        if self.stream:
-            if kind is ActionKind.DUPLICATE:
-                events.append("absorbed_dup")
-            if at < self._floor:
-                at = self._floor  # a byte stream never overtakes itself
-                events.append("fifo_hold")
-            self._floor = at
-            return self._record(Verdict((Delivery(at, data),), False, tuple(events)))
-        if kind is ActionKind.DUPLICATE:
-            copies = (Delivery(at, data), Delivery(at + self.gap, data))
-            return self._record(Verdict(copies, False, ("dup",)))
-        return self._record(Verdict((Delivery(at, data),), False, tuple(events)))
+        return Fate(
+            lost=kind is ActionKind.DROP,
+            retransmission_lost=_retransmission_arrives,
+            offset=action.seconds,
+            duplicated=kind is ActionKind.DUPLICATE,
+        )
 
     def __repr__(self) -> str:
         mode = "stream" if self.stream else "datagram"
         listed = ", ".join(f"#{k} {a}" for k, a in enumerate(self.actions) if a != DELIVER)
         return f"ScheduledLink([{listed}], label={self.label!r}, {mode})"
+
+
+def _retransmission_arrives() -> bool:
+    """A scheduled drop loses one transmission: TCP's next copy arrives."""
+    return False
 
 
 def _trim(actions: tuple[Action, ...]) -> tuple[Action, ...]:

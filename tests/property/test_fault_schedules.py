@@ -28,6 +28,7 @@ from services.bank import BankService
 from services.ledger import Ledger
 from transports.call import RetrySettings
 from transports.endpoint import ServerEndpoint
+from transports.faults import TcpRecovery
 from transports.retry import RetryPolicy
 from transports.schedule import (
     DELIVER,
@@ -508,8 +509,9 @@ def test_scheduled_link_datagram() -> None:
     assert link.counters == {"messages": 5, "drop": 1, "dup": 1, "delay": 1}
 
 
-def test_scheduled_link_stream_keeps_tcp_meaning() -> None:
-    link = ScheduledLink([DELIVER, delay(2.5), DELIVER, DUPLICATE, DROP], stream=True)
+def test_scheduled_link_stream_keeps_tcp_meaning_under_tcp_reset() -> None:
+    actions = [DELIVER, delay(2.5), DELIVER, DUPLICATE, DROP]
+    link = ScheduledLink(actions, stream=True, tcp=TcpRecovery.RESET)
     assert _deliveries(link, 6) == [
         ((0.0,), False),
         ((3.5,), False),
@@ -519,6 +521,18 @@ def test_scheduled_link_stream_keeps_tcp_meaning() -> None:
         ((5.0,), False),
     ]
     assert link.counters["fifo_hold"] == 2 and link.counters["absorbed_dup"] == 1
+
+
+def test_scheduled_link_stream_retransmits_a_drop() -> None:
+    link = ScheduledLink([DELIVER, DROP, DELIVER, DROP, DROP], stream=True)
+    assert _deliveries(link, 5) == [
+        ((0.0,), False),
+        ((1.2,), False),  # lost, sent again by the tail loss probe 200 ms later
+        ((2.0,), False),
+        ((3.2,), False),  # one drop per message: each probe arrives
+        ((4.2,), False),
+    ]
+    assert link.counters["retransmitted"] == 3 and "reset" not in link.counters
 
 
 # -- crash injection in the simulator -----------------------------------------------

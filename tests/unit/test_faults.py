@@ -20,6 +20,7 @@ from transports.faults import (
     FaultSpecError,
     LinkFaults,
     ServerFaults,
+    TcpRecovery,
     Verdict,
     corrupt_bits,
     expected_delivery,
@@ -208,14 +209,16 @@ durations = st.floats(0.0, MAX_DURATION, allow_nan=False)
 
 @st.composite
 def specs(draw: st.DrawFn) -> FaultSpec:
-    kwargs = {
+    kwargs: dict[str, object] = {
         field.name: draw(
             durations if field.name in {"reorder_gap", "delay", "jitter"} else probabilities
         )
         for field in dataclasses.fields(FaultSpec)
-        if draw(st.booleans())
+        if field.name != "tcp" and draw(st.booleans())
     }
-    return FaultSpec(**kwargs)
+    if draw(st.booleans()):
+        kwargs["tcp"] = draw(st.sampled_from(TcpRecovery))
+    return FaultSpec(**kwargs)  # type: ignore[arg-type]
 
 
 @settings(max_examples=300)
@@ -258,9 +261,10 @@ def test_different_labels_or_seeds_differ() -> None:
 def test_decisions_are_pinned() -> None:
     # Digest of 2 x 2000 verdicts, recorded before FaultLink took LinkFaults
     # instead of FaultSpec: seeded experiments must keep reproducing exactly.
+    # Stream mode as it was then: a loss resets the connection (tcp=reset).
     digest = hashlib.sha256()
     for stream in (False, True):
-        for verdict in run(GE_MIX, 2000, stream=stream):
+        for verdict in run(GE_MIX + ",tcp=reset", 2000, stream=stream):
             digest.update(repr(verdict).encode())
     assert digest.hexdigest() == (
         "8b463479cab53a0954c33c7ddb77f7f46cca6ac2f00f7717cec4c2e95a875e21"
@@ -345,17 +349,47 @@ def test_corruption_does_not_change_dup_decisions() -> None:
 # --- stream (TCP) mode ------------------------------------------------------------
 
 
-def test_stream_loss_resets_and_delivers_nothing() -> None:
-    link = FaultLink(LinkFaults(loss=1.0), 1, "c", stream=True)
+def test_stream_loss_resets_and_delivers_nothing_under_tcp_reset() -> None:
+    link = FaultLink(LinkFaults(loss=1.0, tcp=TcpRecovery.RESET), 1, "c", stream=True)
     assert link.apply(b"x", 0.0) == Verdict((), True, ("drop", "reset"))
-    link = FaultLink(LinkFaults(reset=1.0), 1, "c", stream=True)
-    assert link.apply(b"x", 0.0) == Verdict((), True, ("reset",))
+    for tcp in TcpRecovery:
+        link = FaultLink(LinkFaults(reset=1.0, tcp=tcp), 1, "c", stream=True)
+        assert link.apply(b"x", 0.0) == Verdict((), True, ("reset",))
 
 
-def test_stream_drops_the_same_messages_as_datagram_mode() -> None:
-    stream = run("loss=0.1,dup=0.1", 5000, stream=True)
-    assert lost_indices(stream) == lost_indices(run("loss=0.1,dup=0.1", 5000))
-    assert all(v.reset for v in stream if not v.deliveries)
+def test_stream_loss_is_retransmitted_until_tcp_gives_up() -> None:
+    # Every copy lost: TCP keeps retransmitting, then aborts the connection.
+    link = FaultLink(LinkFaults(loss=1.0), 1, "c", stream=True)
+    assert link.apply(b"x", 0.0) == Verdict((), True, ("drop", "reset", "gave_up"))
+    # One message at a time on an otherwise idle connection (1000 s apart): a
+    # lost copy is sent again by the tail loss probe after 200 ms (2 * srtt +
+    # rto_min, capped by the RTO), then on each RTO, doubling.
+    link = FaultLink(LinkFaults(loss=0.5), 1, "c", stream=True)
+    verdicts = [link.apply(b"m", i * 1000.0) for i in range(200)]
+    retransmitted = [v for v in verdicts if "retransmitted" in v.events]
+    assert retransmitted and all(not v.reset for v in verdicts)
+    delays = sorted(round(v.deliveries[0].at % 1000.0, 6) for v in retransmitted)
+    assert delays[0] == 0.2
+    assert set(delays) <= {round(0.2 * 2**k, 6) for k in range(10)}
+    assert len(set(delays)) >= 4  # several consecutive losses of one message happened
+
+
+def test_stream_loses_the_same_messages_as_datagram_mode() -> None:
+    datagram = lost_indices(run("loss=0.1,dup=0.1", 5000))
+    reset = run("loss=0.1,dup=0.1,tcp=reset", 5000, stream=True)
+    assert lost_indices(reset) == datagram
+    assert all(v.reset for v in reset if not v.deliveries)
+    retransmit = run("loss=0.1,dup=0.1", 5000, stream=True)
+    assert {i for i, v in enumerate(retransmit) if "retransmitted" in v.events} == datagram
+    assert all(v.deliveries for v in retransmit)  # 0.1 ** 16: nothing gives up here
+
+
+def test_stream_holds_later_messages_behind_a_retransmission() -> None:
+    verdicts = run("loss=0.2", 2000, stream=True)  # one message a millisecond
+    times = [v.deliveries[0].at for v in verdicts]
+    assert times == sorted(times)  # head-of-line blocking: never reordered
+    held = [i for i, v in enumerate(verdicts) if "fifo_hold" in v.events]
+    assert held and all("retransmitted" not in verdicts[i].events for i in held[:1])
 
 
 def test_reset_is_ignored_in_datagram_mode() -> None:

@@ -13,7 +13,7 @@ from services.ledger import Ledger
 from services.text import TextService
 from transports.call import CallResult, Outcome, RetrySettings
 from transports.endpoint import ServerEndpoint
-from transports.faults import FaultSpec
+from transports.faults import FaultSpec, TcpRecovery
 from transports.retry import RetryPolicy
 from transports.semantics import Semantics
 from transports.sim import SimRequest, SimResult, simulate
@@ -177,8 +177,8 @@ def test_at_most_and_exactly_once_never_duplicate(
     assert_no_duplicate_no_lost(plans, result, ledger)
 
 
-def test_stream_loss_resets_and_reconnects(ledger: Ledger) -> None:
-    faults = FaultSpec(loss=0.1, dup=0.3, reorder=0.3)
+def test_stream_loss_resets_and_reconnects_under_tcp_reset(ledger: Ledger) -> None:
+    faults = FaultSpec(loss=0.1, dup=0.3, reorder=0.3, tcp=TcpRecovery.RESET)
     plans, result, _ = bank_run(ledger, Semantics.EXACTLY_ONCE, faults=faults, seed=5, stream=True)
     assert [len(c) for c in result.calls] == [len(p) for p in plans]
     assert all(n > 1 for n in result.connections)

@@ -266,13 +266,18 @@ def test_second_packet_in_flight_gets_the_short_probe() -> None:
     assert fate.transmissions[1] == pytest.approx(0.1 + 0.003)  # 2 * srtt + 2 ms = 2.2 ms
 
 
-def test_no_probe_in_the_loss_state() -> None:
+def test_new_data_waits_while_the_connection_recovers_from_an_rto() -> None:
     s = stream()
-    s.send(0.0, LOST, scripted(LOST, LOST, KEPT))  # first RTO expiry at 0.408, still unacked
-    fate = s.send(0.5, LOST, scripted())
-    assert not fate.probe
-    # The connection's RTO was doubled by the expiry at 0.408.
-    assert fate.transmissions[1] == pytest.approx(0.5 + 0.408)
+    head = s.send(0.0, LOST, scripted(LOST, LOST, KEPT))  # first RTO expiry at 0.408
+    assert head.delivered_at is not None
+    fate = s.send(0.5, LOST, scripted())  # written in the loss state: cwnd is one segment
+    # It leaves once the head's ACK is back, with the RTO that ACK's sample restored
+    # (not the doubled one), and so with a tail loss probe again.
+    acked = head.delivered_at + LOOPBACK / 2
+    assert fate.transmissions[0] == pytest.approx(acked)
+    assert fate.probe and fate.transmissions[1] == pytest.approx(acked + 0.204)
+    # Segments leave in order: a later write waits for this one's first transmission.
+    assert s.send(0.6, KEPT, scripted()).transmissions[0] == pytest.approx(acked)
 
 
 @pytest.mark.parametrize(("timestamps", "srtt_moves"), [(True, True), (False, False)])

@@ -14,6 +14,7 @@ import heapq
 import itertools
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from transports.tcp_model.config import (
@@ -193,6 +194,8 @@ class RetransmittingStream:
         self._events: list[_Event] = []
         self._seq = itertools.count()
         self._in_flight: dict[int, float] = {}  # unacked message -> its first RTO expiry
+        self._acked_at: dict[int, float] = {}  # unacked message -> when its ACK arrives
+        self._send_floor = -math.inf  # first transmission of the latest message
 
     def send(
         self,
@@ -204,50 +207,87 @@ class RetransmittingStream:
         loss: float | None = None,
     ) -> SegmentFate:
         """Send one message at ``now``; ``latency``/``loss`` override the stream's for it."""
-        if now < self._now:
-            raise ValueError(f"time went backwards: {now} < {self._now}")
         _probability("u_loss", u_loss)
         p = self.loss if loss is None else _probability("loss", loss)
+        return self.transmit(now, u_loss < p, lambda: draws() < p, latency=latency)
+
+    def transmit(
+        self,
+        now: float,
+        first_lost: bool,
+        retransmission_lost: Callable[[], bool],
+        *,
+        latency: float | None = None,
+    ) -> SegmentFate:
+        """Send one message whose losses are already decided.
+
+        ``first_lost``: the first copy is lost; ``retransmission_lost()`` is
+        asked once per later copy. ``send`` decides from uniform draws; a
+        fault link or an explicit schedule decides here.
+        """
+        if now < self._now:
+            raise ValueError(f"time went backwards: {now} < {self._now}")
         one_way = self.latency if latency is None else _duration("latency", latency)
         self._now = now
-        self._advance(now)
+        start = self._first_transmission(now)
         index, self._sent = self._sent, self._sent + 1
         if self.closed_at is not None:
             return SegmentFate(now, (), (), False, None, None, self.closed_at)
 
-        in_loss_state = any(first_rto <= now for first_rto in self._in_flight.values())
-        schedule = recovery_schedule(
-            self.estimator.rto,
-            self.estimator.srtt,
-            packets_out=len(self._in_flight) + 1,
-            tlp=self.config.tlp and not in_loss_state,
-            config=self.config,
-        )
-        times: list[float] = []
-        lost: list[bool] = []
-        for j, offset in enumerate(schedule.offsets):
-            times.append(now + offset)
-            lost.append((u_loss if j == 0 else draws()) < p)
-            if not lost[-1]:
-                break
-        first_rto = schedule.first_rto_index
-        for at, rto_after in zip(times[first_rto:], schedule.rtos, strict=False):
-            self._push(_Event(at, next(self._seq), None, rto_after))
-        probe = schedule.probe and len(times) > 1
-        if lost[-1]:
-            self.closed_at = now + schedule.give_up
-            return SegmentFate(now, tuple(times), tuple(lost), probe, None, None, self.closed_at)
+        if not first_lost:  # the common case: no recovery schedule to work out
+            times, lost, first_rto = [start], [False], 1
+        else:
+            schedule = recovery_schedule(
+                self.estimator.rto,
+                self.estimator.srtt,
+                packets_out=len(self._in_flight) + 1,
+                tlp=self.config.tlp,
+                config=self.config,
+            )
+            times, lost = [], []
+            for j, offset in enumerate(schedule.offsets):
+                times.append(start + offset)
+                lost.append(first_lost if j == 0 else retransmission_lost())
+                if not lost[-1]:
+                    break
+            first_rto = schedule.first_rto_index
+            for at, rto_after in zip(times[first_rto:], schedule.rtos, strict=False):
+                self._push(_Event(at, next(self._seq), None, rto_after))
+            if lost[-1]:
+                self.closed_at = start + schedule.give_up
+                probe = schedule.probe and len(times) > 1
+                return SegmentFate(
+                    now, tuple(times), tuple(lost), probe, None, None, self.closed_at
+                )
+        probe = len(times) > 1 and schedule.probe
 
         arrived = times[-1] + one_way
         self._in_flight[index] = times[first_rto] if len(times) > first_rto else math.inf
+        self._acked_at[index] = acked = arrived + self.ack_latency
         rtt = one_way + self.ack_latency
         valid = len(times) == 1 or self.config.timestamps  # Karn's rule without timestamps
-        self._push(
-            _Event(arrived + self.ack_latency, next(self._seq), index, rtt if valid else None)
-        )
+        self._push(_Event(acked, next(self._seq), index, rtt if valid else None))
         delivered = max(arrived, self._last_delivery)
         self._last_delivery = delivered
         return SegmentFate(now, tuple(times), tuple(lost), probe, arrived, delivered, None)
+
+    def _first_transmission(self, now: float) -> float:
+        """When a message the application writes at ``now`` first goes on the wire.
+
+        Segments leave in order, so never before the previous one. After an
+        RTO the congestion window is one segment (Linux's Loss state): new
+        data waits until every segment in recovery is acknowledged, and goes
+        out with the RTO that the acknowledgement's RTT sample restored.
+        """
+        start = max(now, self._send_floor)
+        self._advance(start)
+        while recovering := [
+            self._acked_at[i] for i, first_rto in self._in_flight.items() if first_rto <= start
+        ]:
+            start = max(recovering)
+            self._advance(start)
+        self._send_floor = start
+        return start
 
     def _push(self, event: _Event) -> None:
         heapq.heappush(self._events, event)
@@ -264,6 +304,6 @@ class RetransmittingStream:
                     estimator.rto = event.value
                     estimator.backoff += 1
                 continue
-            del self._in_flight[event.acked]
+            del self._in_flight[event.acked], self._acked_at[event.acked]
             if event.value is not None:
                 estimator.sample(event.value, snd_una=event.acked + 1, snd_nxt=self._sent)
