@@ -286,7 +286,8 @@ def test_same_seed_same_counters(udp_echo: EchoServer) -> None:
 
 def test_tcp_length_framing_is_reproducible(tcp_echo: EchoServer) -> None:
     # With --framing length a message is one frame, whatever the reads: the
-    # stream-mode decisions (loss -> reset, delay, corruption) repeat exactly.
+    # stream-mode decisions (loss -> reset under tcp=reset, delay, corruption)
+    # repeat exactly.
     def session(port: int) -> int:
         resets = 0
         sock = socket.create_connection(("127.0.0.1", port), timeout=2)
@@ -305,7 +306,8 @@ def test_tcp_length_framing_is_reproducible(tcp_echo: EchoServer) -> None:
     results = []
     for _ in range(2):
         out: list[str] = []
-        args = ["--faults", "loss=0.1,delay=1ms,jitter=1ms,corrupt=0.2", "--seed", "4"]
+        faults = "loss=0.1,delay=1ms,jitter=1ms,corrupt=0.2,tcp=reset"
+        args = ["--faults", faults, "--seed", "4"]
         with proxy("tcp", tcp_echo.port, *args, "--framing", "length", out=out) as port:
             resets = session(port)
         results.append((resets, counters(out[0])))

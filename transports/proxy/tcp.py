@@ -1,7 +1,8 @@
 """The fault proxy's TCP relay: one client connection and its upstream, faulted both ways.
 
 Each direction reads, lets its ``FaultLink`` (stream mode) decide, queues and
-writes; loss or ``reset`` aborts both sides with a real RST, ``--stall`` pauses
+writes; a loss is held back as TCP's recovery would (``tcp=retransmit``), a
+``reset`` (or a loss under ``tcp=reset``) aborts both sides with a real RST, ``--stall`` pauses
 a direction and ``--slice`` cuts writes into random pieces.
 """
 
