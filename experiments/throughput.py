@@ -58,7 +58,7 @@ from typing import Any
 
 from experiments import fault_layer, long_checks
 from experiments.audit import percentile
-from experiments.cli import choice, csv_list, environment
+from experiments.framework.options import choice, csv_list, environment
 from experiments.roundtrip import (
     Peer,
     Sample,

@@ -25,7 +25,7 @@ def sim_rates(ops: int, rounds: int) -> list[dict[str, Any]]:
     """
     import tempfile
 
-    from experiments.runner import SCRYPT_N, SESSION_TTL, Cell, _run_sim
+    from experiments.runner import SCRYPT_N, SESSION_TTL, Cell, run_sim
     from experiments.workload import open_accounts, plan_operations
     from services.bank import BankService
     from services.ledger import Ledger
@@ -54,7 +54,7 @@ def sim_rates(ops: int, rounds: int) -> list[dict[str, Any]]:
                     plans = plan_operations(cell.seed, cell.clients, ops)
                     tokens = open_accounts(ledger, cell.clients, now=0.0)
                     begun = time.perf_counter()
-                    _run_sim(cell, endpoint, plans, tokens)
+                    run_sim(cell, endpoint, plans, tokens)
                     best = max(best, ops / (time.perf_counter() - begun))
                 finally:
                     ledger.close()
