@@ -7,6 +7,8 @@ are nearest-rank: tables show p50/p99/max, never a bare mean.
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -56,3 +58,14 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         return 0.0
     rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
     return sorted_values[rank - 1]
+
+
+def field_columns(cls: type[R], headers: Sequence[str]) -> list[Column[R]]:
+    """A column per field of the dataclass ``cls``, in order, headed by ``headers``."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if len(names) != len(headers):
+        raise ValueError(f"{cls.__name__} has {len(names)} fields, {len(headers)} headers given")
+    return [
+        Column(header, operator.attrgetter(name))
+        for header, name in zip(headers, names, strict=True)
+    ]
