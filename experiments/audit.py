@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from experiments.framework.tables import percentile
 from experiments.workload import Operation
 from transports.call import CallResult, Outcome
+
+__all__ = ["Audit", "audit", "percentile"]
 
 
 @dataclass(frozen=True)
@@ -30,14 +33,6 @@ class Audit:
     p50_ms: float
     p99_ms: float
     max_ms: float
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending sequence (0 when empty)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
 
 
 def audit(

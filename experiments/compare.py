@@ -2,7 +2,7 @@
 
 Role: put two runs of an experiment (for example the in-process fault backend
 against the kernel one, or two policies) next to each other. Both files have
-the shape ``experiments.report.write_results`` writes (a ``cells`` list); cells
+the shape ``experiments.framework.results.write_results`` writes (a ``cells`` list); cells
 are matched on (transport, semantics, loss). Each metric column reads
 ``A -> B (delta)``, delta = B - A. Cells present in only one file are listed
 below the table.

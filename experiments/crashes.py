@@ -2,7 +2,7 @@
 
 Role: show what a server crash does to each semantics' promise, on the
 simulator and on real TCP and UDP servers whose process really dies. Tables
-carry the audit columns of ``experiments.report`` plus the crash rate and the
+carry the audit columns of ``experiments.cell_record`` plus the crash rate and the
 number of crashes; the records go to results/ as JSON, CSV and Markdown.
 
 Simulator (``--transports sim``): every cell is an ``experiments.runner`` sim
@@ -34,9 +34,9 @@ duplicated under exactly-once. A violation makes the exit status 1. Real
 cells get no prediction: a crash also kills the requests other clients had in
 flight, which the one-request model above does not count.
 
-This module is the command line and the choice of cells; a real cell runs in
-``experiments.crash_runner``, the records and tables come from
-``experiments.crash_report``.
+This module is the command line, its config and the choice of cells (built
+like ``experiments.retries``); a real cell runs in ``experiments.crash_runner``,
+the records and tables come from ``experiments.crash_report``.
 """
 
 from __future__ import annotations
@@ -45,19 +45,27 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.cli import Progress, choice, csv_list, environment, probability
-from experiments.crash_report import crash_record, real_record, render
+from experiments.crash_report import CrashRecord, RealCrashRecord, crash_record, real_record, render
 from experiments.crash_runner import RealCell, RealRun, run_real_cell
-from experiments.report import write_results
+from experiments.framework.experiment import Experiment, run_experiment
+from experiments.framework.options import (
+    add_output_options,
+    choice,
+    config_from,
+    csv_list,
+    probability,
+)
 from experiments.runner import Cell, run_cell
 from services.programs.cli import CRASH_POINTS, RANDOM_POINT
-from transports.faults import FaultSpec, FaultSpecError
+from transports.faults import FaultSpec
 from transports.retry import POLICY_NAMES, parse_policy
 from transports.semantics import Semantics
 
-__all__ = ["RealCell", "RealRun", "build_parser", "main", "run_real_cell"]
+__all__ = ["CRASHES", "CrashesConfig", "RealCell", "RealRun", "build_parser", "main",
+           "run_real_cell"]  # fmt: skip
 
 SEMANTICS = tuple(s.value for s in Semantics)
 TRANSPORTS = ("sim", "tcp", "udp")
@@ -118,33 +126,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the server dies (random: 50/50; the sim always draws 50/50)",
     )
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", type=Path, default=Path("results"))
-    p.add_argument("--name", default="crashes", help="base name of the result files")
-    p.add_argument("--quick", action="store_true", help="a fast smoke run: fewer ops and rates")
-    p.add_argument("--no-progress", action="store_true")
+    add_output_options(p, "crashes", quick="a fast smoke run: fewer ops and rates")
     return p
 
 
-def _base_faults(args: argparse.Namespace) -> FaultSpec:
-    if min(args.ops, args.real_ops, args.clients, args.max_attempts, args.real_max_attempts) < 1:
+@dataclass(frozen=True)
+class CrashesConfig:
+    """The crashes command line, checked (``--quick`` applied)."""
+
+    transports: tuple[str, ...]
+    semantics: tuple[str, ...]
+    crash: tuple[float, ...]  # sim: crash probability per request arrival
+    loss: float
+    faults: str  # other faults, as given (no crash= or loss=)
+    ops: int
+    clients: int
+    max_attempts: int
+    policy: str
+    real_crash: tuple[float, ...]  # real servers: per executed deposit/withdrawal
+    real_ops: int
+    real_policy: str
+    real_max_attempts: int
+    crash_point: str
+    seed: int
+    out: Path
+    name: str
+    quick: bool
+    no_progress: bool
+
+
+def config(args: argparse.Namespace) -> CrashesConfig:
+    """The config of parsed ``args``; ``ValueError`` (or ``FaultSpecError``) if refused."""
+    changes: dict[str, object] = {}
+    if args.quick:
+        changes.update(ops=min(args.ops, 100), crash=(0.0, 0.05, 0.2))
+        changes.update(real_ops=min(args.real_ops, 60), real_crash=(0.1,))
+    cfg = config_from(CrashesConfig, args, **changes)
+    _base_faults(cfg)
+    return cfg
+
+
+def _base_faults(cfg: CrashesConfig) -> FaultSpec:
+    if min(cfg.ops, cfg.real_ops, cfg.clients, cfg.max_attempts, cfg.real_max_attempts) < 1:
         raise ValueError("operation, client and attempt counts must be at least 1")
-    base = FaultSpec.parse(args.faults)
+    base = FaultSpec.parse(cfg.faults)
     if base.crash or base.loss:
         raise ValueError("give crash rates with --crash and loss with --loss, not in --faults")
-    return dataclasses.replace(base, loss=args.loss)
+    return dataclasses.replace(base, loss=cfg.loss)
 
 
 def _cells(
-    args: argparse.Namespace,
+    cfg: CrashesConfig,
     transport: str,
     rates: Sequence[float],
     policy: str,
     attempts: int,
     ops: int,
 ) -> list[Cell]:
-    base = _base_faults(args)
+    base = _base_faults(cfg)
     retry = parse_policy(policy)
-    clients = min(args.clients, ops)
+    clients = min(cfg.clients, ops)
     return [
         Cell(
             transport,
@@ -154,70 +195,66 @@ def _cells(
             attempts,
             ops,
             clients,
-            args.seed,
+            cfg.seed,
         )
-        for s in args.semantics
+        for s in cfg.semantics
         for c in rates
     ]
 
 
-def cells_from(args: argparse.Namespace) -> list[Cell]:
+def sim_cells(cfg: CrashesConfig) -> list[Cell]:
     """The simulator cells (none unless ``sim`` is among ``--transports``)."""
-    _base_faults(args)  # validate whichever cells run
-    if "sim" not in args.transports:
+    if "sim" not in cfg.transports:
         return []
-    return _cells(args, "sim", args.crash, args.policy, args.max_attempts, args.ops)
+    return _cells(cfg, "sim", cfg.crash, cfg.policy, cfg.max_attempts, cfg.ops)
 
 
-def real_cells_from(args: argparse.Namespace) -> list[RealCell]:
+def real_cells(cfg: CrashesConfig) -> list[RealCell]:
     """The real-server cells: transports x semantics x ``--real-crash``."""
     return [
-        RealCell(cell, args.crash_point)
-        for transport in args.transports
+        RealCell(cell, cfg.crash_point)
+        for transport in cfg.transports
         if transport != "sim"
         for cell in _cells(
-            args,
-            transport,
-            args.real_crash,
-            args.real_policy,
-            args.real_max_attempts,
-            args.real_ops,
+            cfg, transport, cfg.real_crash, cfg.real_policy, cfg.real_max_attempts, cfg.real_ops
         )
     ]
 
 
+def cells(cfg: CrashesConfig) -> list[Cell | RealCell]:
+    """The simulator cells, then the real-server ones."""
+    return [*sim_cells(cfg), *real_cells(cfg)]
+
+
+def run(_cfg: CrashesConfig, cell: Cell | RealCell) -> CrashRecord:
+    if isinstance(cell, RealCell):
+        return real_record(run_real_cell(cell))
+    return crash_record(run_cell(cell))
+
+
+def label(cell: Cell | RealCell) -> str:
+    c = cell.cell if isinstance(cell, RealCell) else cell
+    return f"{c.transport} {c.semantics.value} crash={c.faults.crash}"
+
+
+def status(records: Sequence[CrashRecord]) -> int:
+    """1 when a real cell broke a guarantee."""
+    return int(any(isinstance(r, RealCrashRecord) and r.violations for r in records))
+
+
+CRASHES = Experiment(
+    parser=build_parser,
+    config=config,
+    cells=cells,
+    run=run,
+    label=label,
+    render=render,
+    status=status,
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.quick:
-        args.ops, args.crash = min(args.ops, 100), [0.0, 0.05, 0.2]
-        args.real_ops, args.real_crash = min(args.real_ops, 60), [0.1]
-    try:
-        cells = cells_from(args)
-        real_cells = real_cells_from(args)
-    except (ValueError, FaultSpecError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    progress = Progress(len(cells) + len(real_cells), enabled=not args.no_progress)
-    records = []
-    for cell in cells:
-        records.append(crash_record(run_cell(cell)))
-        progress.step(f"sim {cell.semantics.value} crash={cell.faults.crash}")
-    violations = 0
-    for real in real_cells:
-        result = run_real_cell(real)
-        violations += bool(result.violations)
-        records.append(real_record(result))
-        progress.step(
-            f"{real.cell.transport} {real.cell.semantics.value} crash={real.cell.faults.crash}"
-        )
-    env = environment()
-    print(render(records, env))
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    written = write_results(
-        args.out, args.name, records, params, env, render_tables=render, plotter=None
-    )
-    print("\nwrote " + ", ".join(str(p) for p in written))
-    return 1 if violations else 0
+    return run_experiment(CRASHES, argv)
 
 
 if __name__ == "__main__":

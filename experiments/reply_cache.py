@@ -16,7 +16,8 @@ Three sweeps on the simulator, whose virtual time makes the windows exact:
 
 Each row is an audited cell: a fresh SQLite ledger, seeded clients, loss on
 every message, and the endpoint's counters (cache hits, evictions, dropped
-in-progress retries).
+in-progress retries). Built on ``experiments.framework`` like
+``experiments.retries``.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from tabulate import tabulate
-
-from experiments.audit import audit
-from experiments.cli import Progress, environment
-from experiments.report import Record, write_results
+from experiments.audit import Audit, audit
+from experiments.framework.experiment import Environment, Experiment, run_experiment
+from experiments.framework.options import add_output_options, config_from
+from experiments.framework.plots import Panel, Plot, Series
+from experiments.framework.records import FLATTEN, Record
+from experiments.framework.tables import Column, section, table
 from experiments.runner import SCRYPT_N, SESSION_TTL
 from experiments.workload import open_accounts, plan_operations, sim_plans
 from services.bank import BankService
@@ -49,6 +50,7 @@ TIMEOUT = 0.05  # fixed per-attempt timeout of every client, seconds
 ATTEMPTS = 5
 UNBOUNDED = 1 << 30  # "capacity large enough": never the limiting factor
 FOREVER = 1e9  # "retention long enough"
+SWEEPS = ("capacity", "retention", "service")
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,62 @@ class CacheCell:
     loss: float
 
 
-def cells(quick: bool) -> list[CacheCell]:
+@dataclass(frozen=True, kw_only=True)
+class CacheRecord(Record):
+    """One audited cell and the endpoint's reply-cache counters."""
+
+    cell: CacheCell = field(metadata=FLATTEN)
+    clients: int
+    seed: int
+    audit: Audit = field(metadata=FLATTEN)
+    cache_hits: int
+    dropped_in_progress: int
+    evictions: int
+
+    @property
+    def knob(self) -> float:
+        """The value this row's sweep turns (entries or seconds)."""
+        sweep = self.cell.sweep
+        if sweep == "capacity":
+            return self.cell.capacity
+        return self.cell.retention if sweep == "retention" else self.cell.service_time
+
+
+@dataclass(frozen=True)
+class ReplyCacheConfig:
+    """The reply_cache command line, checked (``--quick`` applied)."""
+
+    ops: int
+    clients: int
+    seed: int
+    out: Path
+    name: str
+    quick: bool
+    no_progress: bool
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.reply_cache",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--ops", type=int, default=800)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=1)
+    add_output_options(parser, "reply_cache", quick="fewer cells and ops")
+    return parser
+
+
+def config(args: argparse.Namespace) -> ReplyCacheConfig:
+    if args.ops < 1 or args.clients < 1:
+        raise ValueError("--ops and --clients must be at least 1")
+    return config_from(ReplyCacheConfig, args, ops=min(args.ops, 200) if args.quick else args.ops)
+
+
+def cells(cfg: ReplyCacheConfig) -> list[CacheCell]:
     amo, alo = Semantics.AT_MOST_ONCE, Semantics.AT_LEAST_ONCE
+    quick = cfg.quick
     capacities = [8, 64, 512, 4096] if quick else [8, 64, 256, 1024, 4096, 16384]
     retentions = [0.01, 0.06, 1.0] if quick else [0.005, 0.02, 0.06, 0.12, 0.25, 1.0]
     services = [0.0, 0.06, 0.3] if quick else [0.0, 0.03, 0.06, 0.12, 0.2, 0.3]
@@ -74,7 +130,11 @@ def cells(quick: bool) -> list[CacheCell]:
     )  # fmt: skip
 
 
-def run(cell: CacheCell, ops: int, clients: int, seed: int) -> Record:
+def run_config(cfg: ReplyCacheConfig, cell: CacheCell) -> CacheRecord:
+    return run(cell, cfg.ops, min(cfg.clients, cfg.ops), cfg.seed)
+
+
+def run(cell: CacheCell, ops: int, clients: int, seed: int) -> CacheRecord:
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger(
             str(Path(tmp) / "ledger.sqlite3"), scrypt_n=SCRYPT_N, session_ttl=SESSION_TTL
@@ -106,57 +166,50 @@ def run(cell: CacheCell, ops: int, clients: int, seed: int) -> Record:
         finally:
             ledger.close()
     counters = endpoint.counters
-    return {
-        **asdict(cell),
-        "semantics": cell.semantics.value,
-        "clients": clients,
-        "seed": seed,
-        **asdict(outcome),
-        "cache_hits": counters.get("reply_cache_hits", 0),
-        "dropped_in_progress": counters.get("dropped_in_progress", 0),
-        "evictions": cache.evictions if cache is not None else 0,
-    }
+    return CacheRecord(
+        cell=cell,
+        clients=clients,
+        seed=seed,
+        audit=outcome,
+        cache_hits=counters.get("reply_cache_hits", 0),
+        dropped_in_progress=counters.get("dropped_in_progress", 0),
+        evictions=cache.evictions if cache is not None else 0,
+    )
 
 
-def _knob(rec: Record) -> str:
-    sweep = rec["sweep"]
-    if sweep == "capacity":
-        return str(rec["capacity"])
-    seconds = rec["retention"] if sweep == "retention" else rec["service_time"]
-    return f"{seconds * 1000:g} ms"
+def _knob(rec: CacheRecord) -> str:
+    if rec.cell.sweep == "capacity":
+        return str(rec.cell.capacity)
+    return f"{rec.knob * 1000:g} ms"
 
 
-def render(records: Sequence[Record], env: dict[str, Any]) -> str:
+COLUMNS: tuple[Column[CacheRecord], ...] = (
+    Column("sweep", lambda r: r.cell.sweep),
+    Column("value", _knob),
+    Column("semantics", lambda r: r.cell.semantics.value),
+    Column("ok", lambda r: r.audit.ok),
+    Column("unknown", lambda r: r.audit.unknown),
+    Column("duplicated", lambda r: r.audit.duplicated),
+    Column("phantom", lambda r: r.audit.phantom),
+    Column("lost", lambda r: r.audit.lost),
+    Column("attempts", lambda r: r.audit.attempts),
+    Column("cache hits", lambda r: r.cache_hits),
+    Column("evicted", lambda r: r.evictions),
+    Column("dropped in progress", lambda r: r.dropped_in_progress),
+    Column("p50 ms", lambda r: r.audit.p50_ms),
+    Column("p99 ms", lambda r: r.audit.p99_ms),
+)
+
+
+def render(records: Sequence[CacheRecord], env: Environment) -> str:
     r = records[0]
     header = (
-        f"At-most-once reply cache on the simulator: {r['ops']} ops x {r['clients']} clients "
-        f"per cell, seed {r['seed']}, policy fixed(timeout={TIMEOUT * 1000:g}ms), "
+        f"At-most-once reply cache on the simulator: {r.audit.ops} ops x {r.clients} clients "
+        f"per cell, seed {r.seed}, policy fixed(timeout={TIMEOUT * 1000:g}ms), "
         f"{ATTEMPTS} attempts; capacity and retention rows lose 20% of messages in each "
         f"direction, service rows none. Python {env['python']}, {env['cpus']} CPUs; "
         "latencies are virtual time."
     )
-    headers = [
-        "sweep",
-        "value",
-        "semantics",
-        "ok",
-        "unknown",
-        "duplicated",
-        "phantom",
-        "lost",
-        "attempts",
-        "cache hits",
-        "evicted",
-        "dropped in progress",
-        "p50 ms",
-        "p99 ms",
-    ]
-    rows = [
-        [rec["sweep"], _knob(rec), rec["semantics"], rec["ok"], rec["unknown"],
-         rec["duplicated"], rec["phantom"], rec["lost"], rec["attempts"], rec["cache_hits"],
-         rec["evictions"], rec["dropped_in_progress"], rec["p50_ms"], rec["p99_ms"]]
-        for rec in records
-    ]  # fmt: skip
     window = TIMEOUT * (ATTEMPTS - 1)
     note = (
         f"A retry can come up to timeout x (attempts - 1) = {window * 1000:g} ms after the "
@@ -165,86 +218,61 @@ def render(records: Sequence[Record], env: dict[str, Any]) -> str:
         f"{_first_clean(records, 'capacity')} and retention "
         f"{_first_clean(records, 'retention')} on."
     )
-    return f"## {header}\n\n{tabulate(rows, headers, floatfmt='.2f')}\n\n{note}"
+    return f"{section(header, table(records, COLUMNS))}\n\n{note}"
 
 
-def _first_clean(records: Sequence[Record], sweep: str) -> str:
+def _first_clean(records: Sequence[CacheRecord], sweep: str) -> str:
     """The smallest knob value from which no larger value lets a duplicate in."""
-    rows = [r for r in records if r["sweep"] == sweep]
+    rows = [r for r in records if r.cell.sweep == sweep]
     clean = "none of the values tried"
     for rec in reversed(rows):
-        if rec["duplicated"]:
+        if rec.audit.duplicated:
             break
         clean = _knob(rec)
     return clean
 
 
-def plot(out: Path, name: str, records: Sequence[Record]) -> list[Path]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, sweep, key, scale in zip(
-        axes, ("capacity", "retention", "service"), ("capacity", "retention", "service_time"),
-        (1, 1000, 1000), strict=True,
-    ):  # fmt: skip
+def plot(name: str, records: Sequence[CacheRecord]) -> Plot:
+    """Duplicates (and, for a slow server, unknowns) against each sweep's knob."""
+    panels = []
+    for sweep in SWEEPS:
+        scale = 1 if sweep == "capacity" else 1000
+        series = []
         for semantics in ("at-most-once", "at-least-once"):
-            rows = [r for r in records if r["sweep"] == sweep and r["semantics"] == semantics]
-            if rows:
-                ax.plot([r[key] * scale for r in rows], [r["duplicated"] for r in rows], "o-",
-                        label=f"{semantics} duplicated")  # fmt: skip
-                if sweep == "service":
-                    ax.plot([r[key] * scale for r in rows], [r["unknown"] for r in rows], "s--",
-                            label=f"{semantics} unknown")  # fmt: skip
+            rows = [
+                r for r in records if (r.cell.sweep, r.cell.semantics.value) == (sweep, semantics)
+            ]
+            if not rows:
+                continue
+            xs = [r.knob * scale for r in rows]
+            series.append(Series(f"{semantics} duplicated", xs, [r.audit.duplicated for r in rows]))
+            if sweep == "service":
+                unknown = [r.audit.unknown for r in rows]
+                series.append(Series(f"{semantics} unknown", xs, unknown, "s--"))
         unit = "entries" if sweep == "capacity" else "ms"
-        ax.set(title=sweep, xlabel=f"{sweep} ({unit})", ylabel="operations")
-        if sweep != "service":
-            ax.set_xscale("log")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{name}: duplicates let in by the reply cache (timeout {TIMEOUT * 1000:g} ms)")
-    fig.tight_layout()
-    path = out / f"{name}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+        xlog = None if sweep == "service" else 10
+        panels.append(Panel(sweep, f"{sweep} ({unit})", "operations", series, xlog=xlog))
+    title = f"{name}: duplicates let in by the reply cache (timeout {TIMEOUT * 1000:g} ms)"
+    return Plot([panels], (14, 4), title)
+
+
+def label(cell: CacheCell) -> str:
+    return f"{cell.sweep} {cell.semantics.value}"
+
+
+REPLY_CACHE = Experiment(
+    parser=build_parser,
+    config=config,
+    cells=cells,
+    run=run_config,
+    label=label,
+    render=render,
+    plot=plot,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.reply_cache",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--ops", type=int, default=800)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--name", default="reply_cache")
-    parser.add_argument("--quick", action="store_true", help="fewer cells and ops")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)  # fmt: skip
-    if args.ops < 1 or args.clients < 1:
-        print("error: --ops and --clients must be at least 1", file=sys.stderr)
-        return 2
-    if args.quick:
-        args.ops = min(args.ops, 200)
-    todo = cells(args.quick)
-    progress = Progress(len(todo), enabled=not args.no_progress)
-    records = []
-    for cell in todo:
-        records.append(run(cell, args.ops, min(args.clients, args.ops), args.seed))
-        progress.step(f"{cell.sweep} {cell.semantics.value}")
-    env = environment()
-    print(render(records, env))
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    written = write_results(args.out, args.name, records, params, env,
-                            render_tables=render, plotter=plot)  # fmt: skip
-    print("\nwrote " + ", ".join(str(p) for p in written))
-    return 0
+    return run_experiment(REPLY_CACHE, argv)
 
 
 if __name__ == "__main__":

@@ -3,30 +3,47 @@
 Sweeps transports x semantics x loss (plus any other faults), runs each cell,
 audits the ledger against what every client was told, prints one table per
 transport and a TCP-vs-UDP table, and writes results/retries.{json,csv,md,png}.
+With ``--fault-backend kernel`` the kernel drops the packets instead
+(``experiments.kernel_backend``; root, Linux).
+
+This module is the template of an experiment: a parser, the frozen config it
+builds once (``RetriesConfig``), the cells, how one cell runs into a typed
+record, and the ``Experiment`` declaration that ``run_experiment`` carries
+out; the tables and plot are in ``experiments.retries_report``.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.cli import Progress, choice, csv_list, environment, probability
-from experiments.report import record, render, write_results
-from experiments.runner import ALL_TRANSPORTS, Cell, CellRun, run_cell
-from transports.faults import FaultSpec, FaultSpecError
+from experiments.cell_record import BankRecord, bank_record
+from experiments.framework.experiment import Environment, Experiment, execute
+from experiments.framework.options import (
+    add_output_options,
+    choice,
+    config_from,
+    csv_list,
+    error,
+    probability,
+)
+from experiments.retries_report import plot, render
+from experiments.runner import ALL_TRANSPORTS, Cell, run_cell
+from transports.faults import FaultSpec
 from transports.retry import POLICY_NAMES, parse_policy
 from transports.semantics import Semantics
 
 SEMANTICS = tuple(s.value for s in Semantics)
 DEFAULT_LOSS = "0,0.01,0.05,0.1,0.2,0.3"
+QUICK_LOSS = (0.0, 0.1, 0.3)
 #: Cells at once: they mostly wait out retry timeouts, so even a 2-CPU machine
 #: runs three side by side without slowing one another down much.
 DEFAULT_JOBS = min(3, os.cpu_count() or 1)
+BACKENDS = ("in-process", "kernel")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,51 +78,95 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--fault-backend",
-        choices=("in-process", "kernel"),
+        choices=BACKENDS,
         default="in-process",
         help="kernel: packet loss by the kernel between two network namespaces "
         "(tcp and udp only; root, Linux; see transports/netns/)",
     )
     p.add_argument("--rate", metavar="RATE", help="kernel backend: tc tbf rate limit, e.g. 10mbit")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", type=Path, default=Path("results"))
-    p.add_argument("--name", default="retries", help="base name of the result files")
-    p.add_argument("--quick", action="store_true", help="a fast smoke run: fewer ops and losses")
     p.add_argument(
         "--jobs",
         type=int,
         default=DEFAULT_JOBS,
         help="cells run at once, each in its own process (1: one after another)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    add_output_options(p, "retries", quick="a fast smoke run: fewer ops and losses")
     return p  # fmt: skip
 
 
-def cells_from(args: argparse.Namespace) -> list[Cell]:
-    if args.ops < 1 or args.clients < 1 or args.max_attempts < 1:
+@dataclass(frozen=True)
+class RetriesConfig:
+    """The retries command line, checked (``--quick`` applied)."""
+
+    transports: tuple[str, ...]
+    semantics: tuple[str, ...]
+    loss: tuple[float, ...]
+    faults: str  # other faults, as given (FaultSpec syntax)
+    ops: int
+    clients: int
+    max_attempts: int
+    policy: str  # as given (parse_policy syntax)
+    fault_backend: str
+    rate: str | None
+    seed: int
+    jobs: int
+    out: Path
+    name: str
+    quick: bool
+    no_progress: bool
+
+
+def config(args: argparse.Namespace) -> RetriesConfig:
+    """The config of parsed ``args``; ``ValueError`` (or ``FaultSpecError``) if refused."""
+    changes: dict[str, object] = {}
+    if args.quick:
+        changes.update(ops=min(args.ops, 100), loss=QUICK_LOSS)
+    if args.fault_backend == "kernel" and args.transports == list(ALL_TRANSPORTS):
+        changes["transports"] = ("tcp", "udp")  # the default: the sim has no kernel
+    cfg = config_from(RetriesConfig, args, **changes)
+    if cfg.rate and cfg.fault_backend != "kernel":
+        raise ValueError("--rate needs --fault-backend kernel")
+    if cfg.jobs < 1:
+        raise ValueError("--jobs must be at least 1")
+    return cfg
+
+
+def cells(cfg: RetriesConfig) -> list[Cell]:
+    """transports x semantics x loss, every other setting shared; ``ValueError`` if refused."""
+    if cfg.ops < 1 or cfg.clients < 1 or cfg.max_attempts < 1:
         raise ValueError("--ops, --clients and --max-attempts must be at least 1")
-    base = FaultSpec.parse(args.faults)
+    base = FaultSpec.parse(cfg.faults)
     if base.loss:
         raise ValueError("give loss with --loss, not inside --faults")
-    policy = parse_policy(args.policy)
+    policy = parse_policy(cfg.policy)
     return [
         Cell(
             transport=transport,
             semantics=Semantics(semantics),
             faults=base.with_loss(loss),
             policy=policy,
-            max_attempts=args.max_attempts,
-            ops=args.ops,
-            clients=min(args.clients, args.ops),
-            seed=args.seed,
+            max_attempts=cfg.max_attempts,
+            ops=cfg.ops,
+            clients=min(cfg.clients, cfg.ops),
+            seed=cfg.seed,
         )
-        for transport in args.transports
-        for semantics in args.semantics
-        for loss in args.loss
+        for transport in cfg.transports
+        for semantics in cfg.semantics
+        for loss in cfg.loss
     ]
 
 
-def _cost(cell: Cell) -> tuple[int, float]:
+def run(_cfg: RetriesConfig, cell: Cell) -> BankRecord:
+    """One in-process cell (runs in a worker process when ``--jobs`` > 1)."""
+    return bank_record(run_cell(cell))
+
+
+def label(cell: Cell) -> str:
+    return f"{cell.transport} {cell.semantics.value} loss={cell.faults.loss}"
+
+
+def cost(cell: Cell) -> tuple[int, float]:
     """Rough wall-clock rank: real transports wait out timeouts, UDP most, sim least."""
     return (
         ALL_TRANSPORTS.index(cell.transport) if cell.transport != "udp" else -1,
@@ -113,65 +174,86 @@ def _cost(cell: Cell) -> tuple[int, float]:
     )
 
 
-def run_cells(cells: list[Cell], jobs: int, progress: Progress) -> list[CellRun]:
-    """Run every cell, ``jobs`` at a time in worker processes; results in ``cells`` order.
+def jobs(cfg: RetriesConfig) -> int:
+    return cfg.jobs
 
-    Cells share nothing (each has its own ledger, server, port and seeded
-    links), so running them side by side changes no count; the slowest
-    (UDP, high loss: mostly waiting out timeouts) start first.
-    """
 
-    def label(cell: Cell) -> str:
-        return f"{cell.transport} {cell.semantics.value} loss={cell.faults.loss}"
+RETRIES = Experiment(
+    parser=build_parser,
+    config=config,
+    cells=cells,
+    run=run,
+    label=label,
+    render=render,
+    plot=plot,
+    jobs=jobs,
+    cost=cost,
+)
 
-    if jobs == 1 or len(cells) == 1:
-        runs = []
-        for cell in cells:
-            runs.append(run_cell(cell))
-            progress.step(label(cell))
-        return runs
-    order = sorted(range(len(cells)), key=lambda i: _cost(cells[i]))
-    results: dict[int, CellRun] = {}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(cells)), mp_context=context) as pool:
-        futures = {pool.submit(run_cell, cells[i]): i for i in order}
-        for future in as_completed(futures):
-            index = futures[future]
-            results[index] = future.result()
-            progress.step(label(cells[index]))
-    return [results[i] for i in range(len(cells))]
+
+# The kernel backend: the same cells, run one at a time between network namespaces.
+# experiments.kernel_backend needs root and Linux: imported only when asked.
+
+
+def kernel_cells(cfg: RetriesConfig) -> list[Cell]:
+    from experiments.kernel_backend import skip_reason
+
+    reason = skip_reason(cfg.rate)
+    if reason is not None:
+        raise ValueError(reason)
+    if "sim" in cfg.transports:
+        raise ValueError("the kernel backend runs tcp and udp only (sim has no kernel)")
+    return cells(cfg)
+
+
+def run_kernel(cfg: RetriesConfig, cell: Cell) -> BankRecord:
+    from experiments.kernel_backend import kernel_record, run_kernel_cell
+
+    return kernel_record(run_kernel_cell(cell, rate=cfg.rate))
+
+
+def kernel_environment(records: Sequence[BankRecord]) -> Environment:
+    from experiments.kernel_backend import KernelRecord
+
+    tool = records[0].loss_tool if isinstance(records[0], KernelRecord) else None
+    return {"fault_backend": f"kernel ({tool} random drop per packet, netns+veth)"}
+
+
+def render_kernel(records: Sequence[BankRecord], env: Environment) -> str:
+    tables = render(records, env, kernel=True)
+    return f"Fault backend: {env['fault_backend']}\n\n{tables}"
+
+
+def _netns_error() -> type[Exception]:
+    from experiments.kernel_backend import NetnsError
+
+    return NetnsError
+
+
+def kernel_experiment() -> Experiment[RetriesConfig, Cell, BankRecord]:
+    """``RETRIES`` with the kernel backend (imports it: root and Linux)."""
+    return Experiment(
+        parser=build_parser,
+        config=config,
+        cells=kernel_cells,
+        run=run_kernel,
+        label=label,
+        render=render_kernel,
+        plot=plot,
+        environment=kernel_environment,
+        errors=(_netns_error(),),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.ops, args.loss = min(args.ops, 100), [0.0, 0.1, 0.3]
-    if args.fault_backend == "kernel":
-        from experiments import kernel  # needs root and Linux: imported only when asked
-
-        if args.transports == list(ALL_TRANSPORTS):  # the default: the sim has no kernel
-            args.transports = ["tcp", "udp"]
-        return kernel.run(args)
-    if args.rate:
-        print("error: --rate needs --fault-backend kernel", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
     try:
-        cells = cells_from(args)
-    except (ValueError, FaultSpecError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.jobs < 1:
-        print("error: --jobs must be at least 1", file=sys.stderr)
-        return 2
-    progress = Progress(len(cells), enabled=not args.no_progress)
-    records = [record(run) for run in run_cells(cells, args.jobs, progress)]
-    env = environment()
-    print(render(records, env))
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    written = write_results(args.out, args.name, records, params, env)
-    print("\nwrote " + ", ".join(str(p) for p in written))
-    return 0
+        cfg = config(args)
+    except ValueError as err:
+        return error(err)
+    if cfg.fault_backend == "kernel":
+        return execute(kernel_experiment(), cfg)
+    return execute(RETRIES, cfg)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def run_cell(cell: Cell, workdir: Path | None = None) -> CellRun:
             if cell.transport == "sim":
                 tokens = open_accounts(ledger, cell.clients, now=0.0)
                 opening = ledger.total_balance()
-                results = _run_sim(cell, endpoint, plans, tokens)
+                results = run_sim(cell, endpoint, plans, tokens)
             else:
                 tokens = open_accounts(ledger, cell.clients, now=time.monotonic())
                 opening = ledger.total_balance()
@@ -104,9 +104,10 @@ def run_cell(cell: Cell, workdir: Path | None = None) -> CellRun:
         return CellRun(cell, outcome, time.perf_counter() - started, dict(endpoint.counters))
 
 
-def _run_sim(
+def run_sim(
     cell: Cell, endpoint: ServerEndpoint, plans: list[list[Operation]], tokens: list[str]
 ) -> list[CallResult]:
+    """The planned operations through the simulator (virtual time); one result each."""
     run = simulate(
         endpoint,
         sim_plans(plans, tokens),

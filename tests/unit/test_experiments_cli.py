@@ -1,4 +1,4 @@
-"""experiments.cli: how a run records the command that reproduces it."""
+"""experiments.framework.options: how a run records the command that reproduces it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from experiments.cli import command_line
+from experiments.framework.options import command_line
 
 
 def test_a_module_run_is_recorded_as_python_dash_m(monkeypatch: pytest.MonkeyPatch) -> None:

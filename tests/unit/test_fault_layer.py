@@ -1,4 +1,4 @@
-"""experiments.fault_layer: the server path it prices, and its two measures."""
+"""experiments.bench.fault_layer: the server path it prices, and its two measures."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from experiments import fault_layer
+from experiments.bench import fault_layer
 from transports.wire import decode_reply
 
 
@@ -43,10 +43,10 @@ def test_every_path_answers_every_request(
 
 def test_cpu_cost_rows() -> None:
     rows = fault_layer.cpu_cost(repeat=2, batch=20)
-    assert [r["transport"] for r in rows] == list(fault_layer.TRANSPORTS)
+    assert [r.transport for r in rows] == list(fault_layer.TRANSPORTS)
     for r in rows:
-        assert r["without_us"] > 0 and r["with_us"] > 0
-        assert r["ratio"] == pytest.approx(r["without_us"] / r["with_us"], abs=0.01)
+        assert r.without_us > 0 and r.with_us > 0
+        assert r.ratio == pytest.approx(r.without_us / r.with_us, abs=0.01)
 
 
 def test_instruction_cost_is_skipped_without_valgrind(monkeypatch: pytest.MonkeyPatch) -> None:

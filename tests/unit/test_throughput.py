@@ -6,22 +6,19 @@ the plumbing are checked.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from experiments import throughput, throughput_labels, throughput_report
-from experiments.roundtrip import (
-    TEXT,
-    Sample,
-    Workload,
-    _Client,
-    _Run,
-    abba_order,
-    seed_workload,
-    service_workload,
-)
+from experiments.bench import labels, measure, report, targets
+from experiments.bench.config import ThroughputConfig, build_parser, config
+from experiments.bench.inprocess import PrimeTime, SimRate
+from experiments.bench.load import Sample, _Client, _Run, abba_order
+from experiments.bench.long_checks import LongCheck, LongCheckSettings
+from experiments.bench.measure import Paired, RoundTrip
+from experiments.bench.workloads import TEXT, Workload, seed_workload, service_workload
+from experiments.framework.plots import save
 from services import text
 from transports.framing import LengthPrefixDecoder, SeedDecoder
 from transports.wire import Reply, decode_request, encode_reply
@@ -44,21 +41,19 @@ SAMPLES: dict[tuple[str, str, int], list[Sample]] = {
 }
 
 
-def rows() -> list[dict[str, Any]]:
-    summary = throughput.summarise(SAMPLES)
-    throughput.add_fault_ratios(summary, SAMPLES)
-    return summary
+def rows() -> list[RoundTrip]:
+    return measure.add_fault_ratios(measure.summarise(SAMPLES), SAMPLES)
 
 
 def test_summary_rates_ratios_and_percentiles() -> None:
-    by = {(r["server"], r["clients"]): r for r in rows()}
+    by = {(r.server, r.clients): r for r in rows()}
     text1 = by["text", 1]
-    assert text1["rate"] == 89.0  # median of the rounds
-    assert text1["vs_echo"] == pytest.approx(statistics_median([0.9, 0.8]), abs=1e-3)
-    assert text1["vs_seed"] == pytest.approx(statistics_median([1.8, 1.76]), abs=1e-3)
-    assert text1["p50_us"] <= text1["p99_us"] <= text1["max_us"]
-    assert by["echo", 1]["vs_echo"] == 1.0
-    assert by["text+faults0", 1]["vs_text"] == pytest.approx(
+    assert text1.rate == 89.0  # median of the rounds
+    assert text1.vs_echo == pytest.approx(statistics_median([0.9, 0.8]), abs=1e-3)
+    assert text1.vs_seed == pytest.approx(statistics_median([1.8, 1.76]), abs=1e-3)
+    assert text1.p50_us <= text1.p99_us <= text1.max_us
+    assert by["echo", 1].vs_echo == 1.0
+    assert by["text+faults0", 1].vs_text == pytest.approx(
         statistics_median([1.0, 80 / 88]), abs=1e-3
     )
 
@@ -69,15 +64,14 @@ def test_tcp_against_udp_pairs_rounds_of_the_same_server() -> None:
         ("udp", "text", 1): [sample(45), sample(176)],  # rounds: 0.5 and 2.0 of TCP's
         ("udp", "echo", 512): [sample(300, 512), sample(100, 512)],
     }
-    summary = throughput.summarise(samples)
-    throughput.add_fault_ratios(summary, samples)
-    compared = throughput.transport_comparison(summary, samples)
-    assert [(r["server"], r["clients"]) for r in compared] == [("echo", 512), ("text", 1)]
+    summary = measure.add_fault_ratios(measure.summarise(samples), samples)
+    compared = measure.transport_comparison(summary, samples)
+    assert [(r.server, r.clients) for r in compared] == [("echo", 512), ("text", 1)]
     text1 = compared[1]
-    assert text1["tcp_rate"] == 89.0 and text1["udp_rate"] == 110.5
-    assert text1["udp_vs_tcp"] == pytest.approx(statistics_median([45 / 90, 176 / 88]), abs=1e-3)
-    assert compared[0]["udp_vs_tcp"] == pytest.approx(statistics_median([1.5, 0.5]), abs=1e-3)
-    out = throughput_report.render({**report_for(summary), "tcp_vs_udp": compared})
+    assert text1.tcp_rate == 89.0 and text1.udp_rate == 110.5
+    assert text1.udp_vs_tcp == pytest.approx(statistics_median([45 / 90, 176 / 88]), abs=1e-3)
+    assert compared[0].udp_vs_tcp == pytest.approx(statistics_median([1.5, 0.5]), abs=1e-3)
+    out = report.render(dataclasses.replace(report_for(summary), tcp_vs_udp=compared))
     assert "TCP against UDP" in out and "| text     |         1 |" in out
 
 
@@ -88,60 +82,69 @@ def statistics_median(values: list[float]) -> float:
 
 
 def test_targets_are_judged_against_their_goals() -> None:
-    sim = [{"workload": "bank", "ops": 10, "ops_per_s": 60_000, "target": 50_000}]
-    judged = {t["target"].split(" (")[0]: t for t in throughput_report.targets(rows(), sim)}
-    assert judged["tcp text, 1 client / echo"]["met"] is True  # 0.85 >= 0.8
-    assert judged["tcp text / seed, worst over clients"]["met"] is True
+    sim = [SimRate(workload="bank", ops=10, ops_per_s=60_000, target=50_000)]
+    judged = {t.target.split(" (")[0]: t for t in targets.targets(rows(), sim)}
+    assert judged["tcp text, 1 client / echo"].met is True  # 0.85 >= 0.8
+    assert judged["tcp text / seed, worst over clients"].met is True
     collapse = judged["tcp text, 512 clients / best"]
-    assert collapse["measured"] == pytest.approx(80 / 89, abs=1e-3) and collapse["met"]
+    assert collapse.measured == pytest.approx(80 / 89, abs=1e-3) and collapse.met
     fault = judged["tcp zero-probability fault layer cost, round trips"]
     cost = 1 - statistics_median([statistics_median([1.0, 80 / 88]), 1.0])
-    assert fault["measured"] == pytest.approx(cost, abs=2e-3) and fault["met"]
-    assert judged["sim bank ops/s"]["met"] is True
+    assert fault.measured == pytest.approx(cost, abs=2e-3) and fault.met
+    assert judged["sim bank ops/s"].met is True
 
 
-LONG_CHECKS_ROW = {
-    "transport": "tcp",
-    "long_checks_on": "prime process",
-    "short_rate": 6000,
-    "short_p50_us": 500,
-    "short_p99_us": 2000,
-    "short_max_us": 5000,
-    "long_rate": 28.0,
-    "short_alone_rate": 8000,
-    "short_vs_alone": 0.75,
-    "lost": 0,
-    "bad": 0,
-}
+LONG_CHECKS_ROW = LongCheck(
+    transport="tcp",
+    long_checks_on="prime process",
+    short_rate=6000,
+    short_p50_us=500,
+    short_p99_us=2000,
+    short_max_us=5000,
+    long_rate=28.0,
+    short_alone_rate=8000,
+    short_vs_alone=0.75,
+    lost=0,
+    bad=0,
+)
+ENVIRONMENT = {"python": "3.x", "platform": "test", "cpus": 2}
 
 
-def report_for(round_trips: list[dict[str, Any]]) -> dict[str, Any]:
+def small_config() -> ThroughputConfig:
+    """The config of ``--rounds 2 --seconds 1.0 --warmup 0.1``."""
+    return config(
+        build_parser().parse_args(["--rounds", "2", "--seconds", "1.0", "--warmup", "0.1"])
+    )
+
+
+def report_for(round_trips: list[RoundTrip]) -> report.ThroughputReport:
     """A whole report around ``round_trips``, the other sections made up."""
-    report: dict[str, Any] = {
-        "parameters": {"rounds": 2, "seconds": 1.0, "warmup": 0.1},
-        "environment": {"python": "3.x", "platform": "test", "cpus": 2},
-        "round_trips": round_trips,
-        "sim": [{"workload": "bank", "ops": 10, "ops_per_s": 5, "target": 50_000}],
-        "primes": [{"number": "7", "digits": 1, "prime": True, "a": 1.0, "b": 2.0}],
-        "long_checks": [LONG_CHECKS_ROW],
-        "long_checks_settings": {"rounds": 2, "seconds": 1.0},
-    }
-    report["targets"] = throughput_report.targets(report["round_trips"], report["sim"])
-    return report
+    sim = [SimRate(workload="bank", ops=10, ops_per_s=5, target=50_000)]
+    return report.ThroughputReport(
+        config=small_config(),
+        environment=ENVIRONMENT,
+        round_trips=round_trips,
+        sim=sim,
+        primes=[PrimeTime(number="7", digits=1, prime=True, is_probable_prime_us=1.0,
+                          numbers_check_us=2.0)],
+        long_checks=[LONG_CHECKS_ROW],
+        long_checks_settings=LongCheckSettings(rounds=2, seconds=1.0),
+        targets=targets.targets(round_trips, sim),
+    )  # fmt: skip
 
 
 def test_render_and_files(tmp_path: Path) -> None:
-    report = report_for(rows())
-    out = throughput_report.render(report)
+    whole = report_for(rows())
+    out = report.render(whole)
     for needle in ("round trips/s", "Fault layer", "Simulator", "prime check", "Targets"):
         assert needle in out
     assert "400-digit prime" in out and "| tcp         | prime process    |" in out
     pytest.importorskip("matplotlib")
-    assert throughput_report.plot(report, tmp_path / "t.png") == tmp_path / "t.png"
+    assert save(report.plot(whole), tmp_path / "t.png") == tmp_path / "t.png"
     assert (tmp_path / "t.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("service", throughput_labels.SERVICES)
+@pytest.mark.parametrize("service", labels.SERVICES)
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_workloads_send_valid_requests(service: str, transport: str) -> None:
     load = service_workload(service, transport, token="t" * 32)
@@ -209,28 +212,28 @@ def test_abba_order_alternates_who_goes_first() -> None:
 
 
 def test_pair_spread_gives_median_and_quartiles() -> None:
-    median, p25, p75 = throughput.pair_spread([0.9, 0.7, 0.8, 1.0, 0.6])
+    median, p25, p75 = measure.pair_spread([0.9, 0.7, 0.8, 1.0, 0.6])
     assert (median, p25, p75) == pytest.approx((0.8, 0.7, 0.9))
-    assert throughput.pair_spread([0.8, 0.9]) == pytest.approx((0.85, 0.825, 0.875))
-    assert throughput.pair_spread([0.5]) == (0.5, 0.5, 0.5)
-    assert throughput.pair_spread([]) == (0.0, 0.0, 0.0)
+    assert measure.pair_spread([0.8, 0.9]) == pytest.approx((0.85, 0.825, 0.875))
+    assert measure.pair_spread([0.5]) == (0.5, 0.5, 0.5)
+    assert measure.pair_spread([]) == (0.0, 0.0, 0.0)
 
 
-def paired_row(label: str, ratios: list[float], transport: str = "tcp") -> dict[str, Any]:
+def paired_row(label: str, ratios: list[float], transport: str = "tcp") -> Paired:
     pairs = [(sample(100), sample(100 * r)) for r in ratios]
-    return throughput.summarise_paired(transport, label, pairs, 0.1, 0.05)
+    return measure.summarise_paired(transport, label, pairs, 0.1, 0.05)
 
 
 def test_summarise_paired_uses_per_pair_ratios() -> None:
     # Drift: echo's rate halves over the run, ours tracks it at 0.8 of echo.
     pairs = [(sample(200), sample(160)), (sample(100), sample(80)), (sample(100), sample(0))]
-    row = throughput.summarise_paired("udp", "text", pairs, 0.1, 0.05)
-    assert row["ratios"] == [0.8, 0.8, 0.0] and row["pairs"] == 3
-    assert (row["median"], row["p25"], row["p75"]) == (0.8, 0.4, 0.8)
-    assert row["echo_rate"] == 100.0 and row["rate"] == 80.0
-    assert (row["window_s"], row["warmup_s"]) == (0.1, 0.05)
-    no_echo = throughput.summarise_paired("udp", "text", [(sample(0), sample(5))], 0.1, 0.05)
-    assert no_echo["pairs"] == 0 and no_echo["median"] == 0.0
+    row = measure.summarise_paired("udp", "text", pairs, 0.1, 0.05)
+    assert row.ratios == (0.8, 0.8, 0.0) and row.pairs == 3
+    assert (row.median, row.p25, row.p75) == (0.8, 0.4, 0.8)
+    assert row.echo_rate == 100.0 and row.rate == 80.0
+    assert (row.window_s, row.warmup_s) == (0.1, 0.05)
+    no_echo = measure.summarise_paired("udp", "text", [(sample(0), sample(5))], 0.1, 0.05)
+    assert no_echo.pairs == 0 and no_echo.median == 0.0
 
 
 def test_one_client_target_uses_paired_medians_default_then_best() -> None:
@@ -239,17 +242,17 @@ def test_one_client_target_uses_paired_medians_default_then_best() -> None:
         paired_row("text uvloop", [0.88, 0.82, 0.84, 0.80, 0.86]),
         paired_row("text x2", [0.6, 0.6]),
     ]
-    judged = throughput_report.targets(rows(), [], paired=paired)
-    one = [t for t in judged if "1 client / echo" in t["target"]]
-    assert [t["target"] for t in one] == [
+    judged = targets.targets(rows(), [], paired=paired)
+    one = [t for t in judged if "1 client / echo" in t.target]
+    assert [t.target for t in one] == [
         "tcp text, 1 client / echo (paired, 5 pairs, IQR 0.72-0.76; default, 1 process)",
         "tcp text uvloop, 1 client / echo "
         "(paired, 5 pairs, IQR 0.82-0.86; best of ours, 1 process on uvloop)",
     ]
-    assert [(t["measured"], t["met"]) for t in one] == [(0.74, False), (0.84, True)]
+    assert [(t.measured, t.met) for t in one] == [(0.74, False), (0.84, True)]
     # The default being the best: one row only, marked so.
-    judged = throughput_report.targets(rows(), [], paired=paired[:1])
-    names = [t["target"] for t in judged if "1 client / echo" in t["target"]]
+    judged = targets.targets(rows(), [], paired=paired[:1])
+    names = [t.target for t in judged if "1 client / echo" in t.target]
     assert names == [
         "tcp text, 1 client / echo (paired, 5 pairs, IQR 0.72-0.76; default, 1 process, "
         "best of ours)"
@@ -257,20 +260,17 @@ def test_one_client_target_uses_paired_medians_default_then_best() -> None:
 
 
 def test_render_shows_the_paired_table() -> None:
-    report: dict[str, Any] = {
-        "parameters": {"rounds": 2, "seconds": 1.0, "warmup": 0.1},
-        "environment": {"python": "3.x", "platform": "test", "cpus": 2},
-        "round_trips": rows(),
-        "one_client_paired": [paired_row("text", [0.8, 0.9])],
-        "sim": [],
-        "primes": [],
-        "targets": [],
-    }
-    out = throughput_report.render(report)
+    whole = report.ThroughputReport(
+        config=small_config(),
+        environment=ENVIRONMENT,
+        round_trips=rows(),
+        one_client_paired=[paired_row("text", [0.8, 0.9])],
+    )
+    out = report.render(whole)
     assert "One client, paired with echo" in out and "ABBA" in out
     assert "| tcp" in out.split("One client, paired with echo")[1]
-    report["one_client_paired"] = []
-    assert "paired with echo" not in throughput_report.render(report)
+    whole = dataclasses.replace(whole, one_client_paired=[])
+    assert "paired with echo" not in report.render(whole)
 
 
 @pytest.mark.parametrize(
@@ -284,6 +284,6 @@ def test_render_shows_the_paired_table() -> None:
 def test_one_client_verdict_follows_the_spread_not_the_median(
     ratios: list[float], met: bool | None
 ) -> None:
-    judged = throughput_report.targets(rows(), [], paired=[paired_row("text", ratios)])
-    (one,) = [t for t in judged if "1 client / echo" in t["target"]]
-    assert one["met"] is met
+    judged = targets.targets(rows(), [], paired=[paired_row("text", ratios)])
+    (one,) = [t for t in judged if "1 client / echo" in t.target]
+    assert one.met is met

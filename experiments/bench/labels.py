@@ -1,8 +1,8 @@
 """The throughput benchmark's shared names: transports, services, server labels, goals.
 
-Imported by ``experiments.throughput`` (which starts and measures the servers),
-``experiments.throughput_inprocess`` and ``experiments.throughput_report``, so
-that none of those need import another.
+Imported by the modules of ``experiments.bench`` that start and measure the
+servers, judge the targets and write the report, so that none of those need
+import another for them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""In-process measurements for ``python -m experiments.throughput``.
+"""In-process measurements for ``python -m experiments.throughput``, as typed rows.
 
 The simulator's logical operations per second and the numbers service's prime
 check times: no sockets, no server processes.
@@ -8,15 +8,37 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from experiments.throughput_labels import SIM_TARGET
+from experiments.bench.labels import SIM_TARGET
+from experiments.framework.records import Record
 from transports.call import RetrySettings
 from transports.retry import RetryPolicy
 
 
-def sim_rates(ops: int, rounds: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True, kw_only=True)
+class SimRate(Record):
+    """Logical operations per second of the simulator on one workload (best of rounds)."""
+
+    workload: str
+    ops: int
+    ops_per_s: int
+    target: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrimeTime(Record):
+    """How long one prime check takes, alone and as a numbers.check call (best of 5)."""
+
+    number: str
+    digits: int
+    prime: bool
+    is_probable_prime_us: float
+    numbers_check_us: float
+
+
+def sim_rates(ops: int, rounds: int) -> list[SimRate]:
     """Logical operations per second of the simulator (best of ``rounds``).
 
     Bank deposits and withdrawals set up as the retries experiment does (8
@@ -25,7 +47,7 @@ def sim_rates(ops: int, rounds: int) -> list[dict[str, Any]]:
     """
     import tempfile
 
-    from experiments.runner import SCRYPT_N, SESSION_TTL, Cell, _run_sim
+    from experiments.runner import SCRYPT_N, SESSION_TTL, Cell, run_sim
     from experiments.workload import open_accounts, plan_operations
     from services.bank import BankService
     from services.ledger import Ledger
@@ -54,24 +76,24 @@ def sim_rates(ops: int, rounds: int) -> list[dict[str, Any]]:
                     plans = plan_operations(cell.seed, cell.clients, ops)
                     tokens = open_accounts(ledger, cell.clients, now=0.0)
                     begun = time.perf_counter()
-                    _run_sim(cell, endpoint, plans, tokens)
+                    run_sim(cell, endpoint, plans, tokens)
                     best = max(best, ops / (time.perf_counter() - begun))
                 finally:
                     ledger.close()
         where = "in-memory ledger" if in_memory else "file ledger (WAL)"
         rows.append(
-            {
-                "workload": f"bank, {semantics.value}, {where}",
-                "ops": ops,
-                "ops_per_s": round(best),
-                "target": SIM_TARGET,
-            }
+            SimRate(
+                workload=f"bank, {semantics.value}, {where}",
+                ops=ops,
+                ops_per_s=round(best),
+                target=SIM_TARGET,
+            )
         )
     rows.append(_sim_text(ops, rounds))
     return rows
 
 
-def _sim_text(ops: int, rounds: int) -> dict[str, Any]:
+def _sim_text(ops: int, rounds: int) -> SimRate:
     from services.text import TextService
     from transports.endpoint import ServerEndpoint
     from transports.sim import SimRequest, simulate
@@ -86,12 +108,9 @@ def _sim_text(ops: int, rounds: int) -> dict[str, Any]:
         started = time.perf_counter()
         simulate(ServerEndpoint(TextService()), plans, lambda _i: settings)
         best = max(best, 8 * (ops // 8) / (time.perf_counter() - started))
-    return {
-        "workload": "text.convert (no ledger)",
-        "ops": 8 * (ops // 8),
-        "ops_per_s": round(best),
-        "target": None,
-    }
+    return SimRate(
+        workload="text.convert (no ledger)", ops=8 * (ops // 8), ops_per_s=round(best), target=None
+    )
 
 
 PRIME_CASES: dict[str, int] = {
@@ -102,7 +121,7 @@ PRIME_CASES: dict[str, int] = {
 }
 
 
-def prime_times(repeat: int = 200) -> list[dict[str, Any]]:
+def prime_times(repeat: int = 200) -> list[PrimeTime]:
     from services.numbers import NumbersService
     from services.primes import is_probable_prime
     from transports.service import CallContext
@@ -119,13 +138,13 @@ def prime_times(repeat: int = 200) -> list[dict[str, Any]]:
         check = _best_us(lambda v=value: is_probable_prime(v), repeat)  # type: ignore[misc]
         call = _best_us(lambda a=args: service.handle("numbers.check", a, ctx), repeat)  # type: ignore[misc]
         rows.append(
-            {
-                "number": label,
-                "digits": len(str(value)),
-                "prime": is_probable_prime(value),
-                "is_probable_prime_us": round(check, 1),
-                "numbers_check_us": round(call, 1),
-            }
+            PrimeTime(
+                number=label,
+                digits=len(str(value)),
+                prime=is_probable_prime(value),
+                is_probable_prime_us=round(check, 1),
+                numbers_check_us=round(call, 1),
+            )
         )
     return rows
 

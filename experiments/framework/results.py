@@ -1,0 +1,68 @@
+"""The one writer of result files: JSON, CSV, Markdown and PNG under ``out/``.
+
+``NAME.json`` holds the parameters (the run's config), the environment and the
+experiment's sections (for a cell experiment, ``cells``: one record each);
+``NAME.csv`` the scalar columns of the table rows (the union of their
+columns, in first-seen order, so records of different kinds can share a
+file); ``NAME.md`` the printed tables with the command that reproduces them;
+``NAME.png`` the plot, when there is one and matplotlib is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.framework.plots import Plot, save
+from experiments.framework.records import Record, jsonable
+
+
+@dataclass(frozen=True)
+class Results:
+    """Everything one run writes."""
+
+    parameters: Mapping[str, Any]
+    environment: Mapping[str, Any]
+    sections: Mapping[str, Any]  # the JSON's further keys, e.g. {"cells": records}
+    text: str  # the tables as printed
+    rows: Sequence[Record] = ()  # the CSV's rows; none: no CSV
+    title: str | None = None  # the Markdown heading; default: the file name
+    markdown: bool = False  # ``text`` is Markdown already; otherwise it is fenced
+    plot: Plot | None = None
+
+
+def write_results(out: Path, name: str, results: Results) -> list[Path]:
+    """Write ``results`` as ``out/name.*``; the paths written, in that order."""
+    out.mkdir(parents=True, exist_ok=True)
+    document = {
+        "parameters": jsonable(results.parameters),
+        "environment": jsonable(results.environment),
+        **{key: jsonable(value) for key, value in results.sections.items()},
+    }
+    written = [out / f"{name}.json"]
+    written[0].write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    if results.rows:
+        written.append(_write_csv(out / f"{name}.csv", results.rows))
+    body = results.text if results.markdown else f"```\n{results.text}\n```"
+    markdown = out / f"{name}.md"
+    title = results.title or name
+    command = results.environment.get("argv", "?")
+    markdown.write_text(f"# {title}\n\nCommand: `{command}`\n\n{body}\n", encoding="utf-8")
+    written.append(markdown)
+    if results.plot is not None and (png := save(results.plot, out / f"{name}.png")) is not None:
+        written.append(png)
+    return written
+
+
+def _write_csv(path: Path, rows: Sequence[Record]) -> Path:
+    flat = [r.csv_row() for r in rows]
+    fields = list(dict.fromkeys(k for r in flat for k in r))
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(flat)
+    return path
