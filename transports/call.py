@@ -101,6 +101,7 @@ class Call:
         self._state = _State.WAITING
         self._timer = 0.0
         self.attempts = 0
+        self.timeouts = 0  # attempts that timed out (a driver may drop the connection)
         self.started = 0.0
         self._sent_at = 0.0
         self._unsent = 0  # attempts that provably never left (connect refused)
@@ -121,6 +122,7 @@ class Call:
 
     def on_timer(self, now: float) -> bytes | None:
         if self._state is _State.WAITING and now >= self._timer:
+            self.timeouts += 1
             if self.settings.rto is not None:
                 self.settings.rto.on_timeout()  # RFC 6298 5.5: back off the timer
             self._attempt_failed(now)

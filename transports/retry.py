@@ -31,6 +31,7 @@ followed by the same backoff delay.
 
 from __future__ import annotations
 
+import enum
 import math
 import random
 import re
@@ -45,6 +46,7 @@ __all__ = [
     "EXPO_FULL",
     "FIXED",
     "POLICY_NAMES",
+    "OnTimeout",
     "RetryBudget",
     "RetryPolicy",
     "RetrySchedule",
@@ -101,6 +103,26 @@ def _capped_growth(base: float, factor: float, k: int, cap: float) -> float:
     return min(cap, grown)
 
 
+class OnTimeout(enum.Enum):
+    """What a stream (TCP) client does with its connection when an attempt times out.
+
+    It decides whether the request that timed out can still execute: TCP
+    keeps retransmitting what it was given until it is acknowledged or the
+    connection dies.
+    """
+
+    #: Write the retry on the same connection, behind whatever TCP still holds
+    #: (the request that timed out may be waiting for its retransmission):
+    #: when the loss heals, both arrive, in order. What a client that simply
+    #: writes again does.
+    SAME = "same"
+    #: Abort the connection (RST) and send the retry on a new one. Whatever the
+    #: old connection had not yet delivered dies with it (the server's kernel
+    #: never hands it to the application); a request already delivered still
+    #: executes. Costs a handshake per timeout.
+    RECONNECT = "reconnect"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """A named retry policy and its parameters (seconds); validated on construction.
@@ -118,13 +140,16 @@ class RetryPolicy:
       ``base`` and ``cap`` are unused.
 
     ``base`` and ``cap`` are only checked against each other (``base <= cap``)
-    for the four backoff policies, where they mean something.
+    for the four backoff policies, where they mean something. ``on_timeout``
+    says what a TCP client does with its connection when an attempt times out
+    (``OnTimeout``); UDP has no connection to keep or drop.
     """
 
     name: str
     timeout: float = DEFAULT_TIMEOUT
     base: float = DEFAULT_BASE
     cap: float = DEFAULT_CAP
+    on_timeout: OnTimeout = OnTimeout.SAME
 
     def __post_init__(self) -> None:
         if self.name not in POLICY_NAMES:
@@ -151,6 +176,7 @@ class RetryPolicy:
         timeout: float | None = None,
         base: float | None = None,
         cap: float | None = None,
+        on_timeout: OnTimeout = OnTimeout.SAME,
     ) -> RetryPolicy:
         """Build policy ``name`` (case-insensitive) with defaults for unset parameters."""
         return cls(
@@ -158,6 +184,7 @@ class RetryPolicy:
             timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
             base=DEFAULT_BASE if base is None else base,
             cap=DEFAULT_CAP if cap is None else cap,
+            on_timeout=on_timeout,
         )
 
     @property
@@ -173,9 +200,16 @@ class RetryPolicy:
     def describe(self, rto: RtoEstimator | None = None) -> str:
         """Short caption, e.g. ``expo-full(timeout=20ms, base=5ms, cap=1s)``.
 
-        Only the parameters the policy uses are shown; for ``adaptive`` pass the
-        estimator to show its bounds.
+        Only the parameters the policy uses are shown, and ``on-timeout`` only
+        when it is not the default; for ``adaptive`` pass the estimator to show
+        its bounds.
         """
+        caption = self._describe_timing(rto)
+        if self.on_timeout is OnTimeout.SAME:
+            return caption
+        return f"{caption[:-1]}, on-timeout={self.on_timeout.value})"
+
+    def _describe_timing(self, rto: RtoEstimator | None) -> str:
         if self.name == FIXED:
             return f"fixed(timeout={_format_duration(self.timeout)})"
         if self.name == ADAPTIVE:
@@ -507,18 +541,26 @@ def _parse_duration(key: str, text: str) -> float:
 def parse_policy(spec: str) -> RetryPolicy:
     """Parse a ``--policy`` value: ``NAME`` or ``NAME:key=value,...``.
 
-    Keys are ``timeout``, ``base`` and ``cap``; values are seconds, optionally
-    with a unit: ``expo-full:timeout=20ms,cap=1s``. Raises ValueError listing
-    the valid names for an unknown policy.
+    Keys are ``timeout``, ``base`` and ``cap``, in seconds, optionally with a
+    unit (``expo-full:timeout=20ms,cap=1s``), and ``on-timeout`` (``same`` or
+    ``reconnect``, see ``OnTimeout``). Raises ValueError listing the valid
+    names for an unknown policy.
     """
     name, _, params = spec.partition(":")
     overrides: dict[str, float] = {}
+    on_timeout: OnTimeout | None = None
     for item in filter(None, (p.strip() for p in params.split(","))):
         key, sep, value = item.partition("=")
         key = key.strip()
+        if sep and key == "on-timeout":
+            if on_timeout is not None:
+                raise ValueError(f"policy parameter {key!r} given twice in {spec!r}")
+            on_timeout = _parse_on_timeout(value.strip())
+            continue
         if not sep or key not in ("timeout", "base", "cap"):
             raise ValueError(
-                f"bad policy parameter {item!r} in {spec!r}: expected timeout=, base= or cap="
+                f"bad policy parameter {item!r} in {spec!r}: "
+                "expected timeout=, base=, cap= or on-timeout="
             )
         if key in overrides:
             raise ValueError(f"policy parameter {key!r} given twice in {spec!r}")
@@ -528,4 +570,13 @@ def parse_policy(spec: str) -> RetryPolicy:
         timeout=overrides.get("timeout"),
         base=overrides.get("base"),
         cap=overrides.get("cap"),
+        on_timeout=on_timeout or OnTimeout.SAME,
     )
+
+
+def _parse_on_timeout(text: str) -> OnTimeout:
+    try:
+        return OnTimeout(text)
+    except ValueError:
+        choices = ", ".join(choice.value for choice in OnTimeout)
+        raise ValueError(f"on-timeout={text!r}: expected one of {choices}") from None

@@ -24,13 +24,19 @@ Timing model (all times in virtual seconds):
   number, so the interleaving is deterministic.
 
 Stream (TCP-like) model: each client has a connection epoch. The first send
-after a break opens a connection (counted) and waits one handshake RTT
-(``2 * latency``) before the request leaves. A REQUEST verdict with
-``reset`` breaks the connection before the request is sent: the Call learns of
-it at the same instant (``TcpChannel.send`` raises at once). A REPLY verdict
-with ``reset`` means the server applied the request but the connection broke;
-the Call learns of it when the reset reaches it (the reply's arrival time).
-Anything still in flight on an old epoch is discarded on arrival.
+after a break opens a connection (counted): the request link's ``connect``
+says when the three-way handshake completes (SYN and SYN-ACK losses under
+``tcp=retransmit``), and messages wait one handshake RTT (``2 * latency``)
+more before they leave. The links' verdicts carry TCP's own recovery: a lost
+message arrives after TCP retransmits it, and later ones wait behind it. A
+REQUEST verdict with ``reset`` breaks the connection before the request is
+sent: the Call learns of it at the same instant (``TcpChannel.send`` raises at
+once). A REPLY verdict with ``reset`` means the server applied the request but
+the connection broke; the Call learns of it when the reset reaches it (the
+reply's arrival time). When an attempt times out, the client keeps its
+connection or aborts it (``RetryPolicy.on_timeout``). Anything still in
+flight on an old epoch is discarded on arrival: an aborted connection
+delivers nothing more.
 
 Links: by default each client gets ``Links.build(faults.link, seed, f"client{i}")``;
 ``links=`` overrides them (e.g. ``transports.schedule.ScheduledLink``s, whose
@@ -64,6 +70,7 @@ from transports.call import Call, CallResult, RetrySettings
 from transports.endpoint import ServerEndpoint
 from transports.faults import FaultLink, FaultSpec
 from transports.links import Links
+from transports.retry import OnTimeout
 from transports.wire import Request
 
 __all__ = ["CrashPoint", "CrashPolicy", "SimRequest", "SimResult", "random_crashes", "simulate"]
@@ -143,6 +150,7 @@ class _Client:
         "plan",
         "position",
         "ready_at",
+        "reconnect_on_timeout",
         "reply_link",
         "request_link",
         "results",
@@ -158,6 +166,7 @@ class _Client:
         self.plan = plan
         self.position = 0  # index of the next operation of the plan
         self.settings = settings
+        self.reconnect_on_timeout = settings.policy.on_timeout is OnTimeout.RECONNECT
         self.rng = rng
         self.request_link: FaultLink | None = links.request
         self.reply_link: FaultLink | None = links.reply
@@ -243,7 +252,10 @@ class _Sim:
         assert call is not None
         # Loop: a zero backoff (``fixed``) makes the retry due at this very instant.
         while (at := call.next_timer()) is not None and at <= now:
+            timeouts = call.timeouts
             data = call.on_timer(now)
+            if call.timeouts != timeouts and self.stream and client.reconnect_on_timeout:
+                self.broken(client)  # the client aborts its connection (OnTimeout.RECONNECT)
             if data is not None:
                 self.send(now, client, data)
         self.progress(now, client, call)
@@ -252,13 +264,39 @@ class _Sim:
         self.messages += 1
         if self.stream:
             if not client.connected:
-                client.connected = True
-                client.connections += 1
-                client.ready_at = now + self.handshake
+                self.connect(now, client)
             if now < client.ready_at:
-                self.push(client.ready_at, self.on_ready, client, client.epoch, data)
+                if client.ready_at < math.inf:  # else the connection never opens
+                    self.push(client.ready_at, self.on_ready, client, client.epoch, data)
                 return
         self.transmit(now, client, data)
+
+    def connect(self, now: float, client: _Client) -> None:
+        """Open a connection: messages wait until its handshake completes (one RTT on top)."""
+        client.connected = True
+        client.connections += 1
+        link = client.request_link
+        if link is None:
+            client.ready_at = now + self.handshake
+            return
+        handshake = link.connect(now, client.reply_link)
+        if handshake.established_at is None:  # SYN retries exhausted: connect() fails
+            assert handshake.failed_at is not None
+            client.ready_at = math.inf
+            self.push(handshake.failed_at, self.on_refused, client, client.epoch, b"")
+            return
+        client.ready_at = handshake.established_at + self.handshake
+
+    def on_refused(self, now: float, client: _Client, epoch: int, _: bytes) -> None:
+        """The connection never opened: nothing queued on it was ever sent."""
+        self.clock = now
+        if epoch != client.epoch:
+            return  # the client has given the connection up already
+        self.broken(client)
+        call = client.call
+        assert call is not None
+        call.on_connection_lost(now, sent=False)
+        self.progress(now, client, call)
 
     def on_ready(self, now: float, client: _Client, epoch: int, data: bytes) -> None:
         self.clock = now

@@ -20,7 +20,7 @@ from transports.aio.udp import UdpChannel, start_udp_server
 from transports.call import Call, CallResult, RetrySettings
 from transports.faults import LinkFaults
 from transports.links import Links
-from transports.retry import RetryPolicy
+from transports.retry import OnTimeout, RetryPolicy
 from transports.wire import Request
 
 TRANSPORTS = ("tcp", "udp")
@@ -76,6 +76,7 @@ class RpcClient:
         self._sequence = 0
         self.messages_sent = 0
         self.last_error: str | None = None  # the latest connection failure, for messages
+        self.reconnect_on_timeout = settings.policy.on_timeout is OnTimeout.RECONNECT
 
     def next_request_id(self) -> str:
         self._sequence += 1
@@ -98,7 +99,12 @@ class RpcClient:
                 continue
             if message is not None:
                 call.on_reply(message, loop.time())
-            elif (data := call.on_timer(loop.time())) is not None:
+                continue
+            timeouts = call.timeouts
+            data = call.on_timer(loop.time())
+            if call.timeouts != timeouts and self.reconnect_on_timeout:
+                await self.channel.abandon()
+            if data is not None:
                 await self._send(call, data)
         assert call.result is not None
         return call.result

@@ -39,6 +39,10 @@ class ClientChannel(Protocol):
         """Next message, or None after ``timeout`` s; ConnectionLost if broken."""
         ...
 
+    async def abandon(self) -> None:
+        """Give the connection up (TCP: abort it); the next send opens a new one."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -247,6 +247,8 @@ class _ClientConnection(asyncio.Protocol):
         self.channel = channel
         self.decoder = LengthPrefixDecoder()
         self.transport: asyncio.Transport | None = None
+        #: Frames written before the modelled handshake completes, in order.
+        self.unsent: list[bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop: see above
@@ -256,9 +258,33 @@ class _ClientConnection(asyncio.Protocol):
         try:
             self.decoder.feed(data)
             while (message := self.decoder.next_message()) is not None:
-                through_link(self.channel.links.reply, message, self.channel.inbox.put, self.lose)
+                through_link(self.channel.links.reply, message, self._deliver, self.lose)
         except FramingError:
             self.lose()
+
+    def _deliver(self, message: bytes) -> None:
+        # A reply the fault link held back dies with an abandoned connection.
+        if self.channel.connection is self:
+            self.channel.inbox.put(message)
+
+    def write(self, message: bytes) -> None:
+        """Write one message: at once, or when the modelled handshake completes."""
+        transport = self.transport
+        if self.unsent is not None:
+            self.unsent.append(message)
+        elif transport is not None and not transport.is_closing():
+            transport.write(frame(message))
+
+    def hold_until(self, ready_at: float | None) -> None:
+        """Keep writes back until ``ready_at`` (the modelled handshake's end; None: never)."""
+        self.unsent = []
+        if ready_at is not None:
+            asyncio.get_running_loop().call_at(ready_at, self._release)
+
+    def _release(self) -> None:
+        unsent, self.unsent = self.unsent or [], None
+        for message in unsent:
+            self.write(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lose()
@@ -273,7 +299,12 @@ class _ClientConnection(asyncio.Protocol):
 
 
 class TcpChannel:
-    """Client channel: one connection, re-opened on the next send after a break."""
+    """Client channel: one connection, re-opened on the next send after a break.
+
+    With fault links, a new connection's handshake follows the request link's
+    model (``FaultLink.connect``): messages wait until it completes, and one
+    whose SYNs all get lost breaks when TCP would give up.
+    """
 
     def __init__(self, host: str, port: int, links: Links | None = None) -> None:
         self.host = host
@@ -288,20 +319,23 @@ class TcpChannel:
         transport = connection.transport
         assert transport is not None
 
-        def write(message: bytes) -> None:
-            if not transport.is_closing():
-                transport.write(frame(message))
-
         def reset() -> None:
             # The request is lost: the connection breaks before it is sent.
             self.connection = None
             transport.abort()
 
-        if not through_link(self.links.request, data, write, reset):
+        if not through_link(self.links.request, data, connection.write, reset):
             raise ConnectionLost("connection reset: request lost")
 
     async def receive(self, timeout: float) -> bytes | None:
         return await self.inbox.get(timeout)
+
+    async def abandon(self) -> None:
+        """Abort the connection (RST): what it has not delivered is lost with it."""
+        connection, self.connection = self.connection, None
+        self.inbox.clear()
+        if connection is not None and connection.transport is not None:
+            connection.transport.abort()
 
     async def close(self) -> None:
         connection, self.connection = self.connection, None
@@ -319,4 +353,13 @@ class TcpChannel:
             raise NotSent(f"cannot connect to {self.host}:{self.port}: {err}") from err
         self.connects += 1
         self.connection = connection  # asyncio already sets TCP_NODELAY
+        link = self.links.request
+        if link is not None:
+            handshake = link.connect(loop.time(), self.links.reply)
+            if handshake.established_at is None:  # every SYN lost: connect() fails
+                assert handshake.failed_at is not None
+                connection.hold_until(None)
+                loop.call_at(handshake.failed_at, connection.lose)
+            elif handshake.established_at > loop.time():
+                connection.hold_until(handshake.established_at)
         return connection

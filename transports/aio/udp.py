@@ -142,6 +142,9 @@ class UdpChannel:
     async def receive(self, timeout: float) -> bytes | None:
         return await self.inbox.get(timeout)
 
+    async def abandon(self) -> None:
+        """A datagram flow has no connection to give up."""
+
     async def close(self) -> None:
         if self._transport is not None:
             self._transport.close()

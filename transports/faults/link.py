@@ -23,9 +23,9 @@ from transports.tcp_model import (
     Handshake,
     RetransmittingStream,
     RttEstimator,
-    connect,
     retransmit_draws,
 )
+from transports.tcp_model import connect as tcp_connect
 
 
 class Direction(enum.Enum):
@@ -184,25 +184,37 @@ class FaultLink:
         self.counters.update(verdict.events)
         return verdict
 
-    def handshake(self, now: float, reply: FaultLink | None = None) -> Handshake:
-        """Open a new connection at ``now``: when the three-way handshake completes.
+    def connect(self, now: float, reply: FaultLink | None = None) -> Handshake:
+        """A new connection opens at ``now``: when its three-way handshake completes.
 
-        The SYNs cross this link, the SYN-ACKs ``reply`` (the other direction;
-        this link's faults when None); each is lost with its link's loss
-        probability, drawn from a generator of this connection's own, so the
-        messages' draws do not move. Only ``tcp=retransmit`` loses them: under
-        ``tcp=reset`` the handshake always succeeds at once, as before.
+        This link carries the SYNs, ``reply`` (the other direction; this link
+        when None) the SYN-ACKs; both start the new connection's stream (no
+        message held, a fresh RTT estimator). Under ``tcp=retransmit`` each
+        SYN and SYN-ACK is lost with its link's loss probability, drawn from a
+        generator of this connection's own, so the messages' draws do not
+        move; under ``tcp=reset`` the handshake always completes at once.
         """
         self._connections += 1
         back = self if reply is None else reply
+        for link in {self, back}:
+            link._new_stream()
         if not self.retransmits or (self.faults.loss == 0.0 and back.faults.loss == 0.0):
-            done = connect(now, _no_loss, _no_loss, syn_loss=0.0, synack_loss=0.0)
+            done = tcp_connect(now, _no_loss, _no_loss, syn_loss=0.0, synack_loss=0.0)
         else:
             rng = random.Random(f"{self.seed}/{self.label}/connection{self._connections}")
             syn_loss, synack_loss = self.faults.loss, back.faults.loss
-            done = connect(now, rng.random, rng.random, syn_loss=syn_loss, synack_loss=synack_loss)
+            done = tcp_connect(
+                now, rng.random, rng.random, syn_loss=syn_loss, synack_loss=synack_loss
+            )
+        if back is not self:
+            back._handshake_rtt = done.server_rtt
         self._handshake_rtt = done.client_rtt
         return done
+
+    def _new_stream(self) -> None:
+        """Forget the connection: the next message rides a new one."""
+        self._fifo_floor = -math.inf
+        self._tcp = None
 
     def _datagram_rules(self, fate: Fate, data: bytes, now: float) -> Verdict:
         if fate.lost:
@@ -226,8 +238,7 @@ class FaultLink:
     def _stream_rules(self, fate: Fate, data: bytes, now: float) -> Verdict:
         if fate.reset or (fate.lost and not self.retransmits):
             # The connection breaks here; the next message rides a new one.
-            self._fifo_floor = -math.inf
-            self._tcp = None
+            self._new_stream()
             return Verdict((), True, ("drop", "reset") if fate.lost else ("reset",))
         events: list[str] = []
         if self.retransmits:
@@ -238,8 +249,7 @@ class FaultLink:
                 now, fate.lost, fate.retransmission_lost, latency=fate.offset
             )
             if segment.delivered_at is None:  # TCP gave up: the connection aborts
-                self._fifo_floor = -math.inf
-                self._tcp = None
+                self._new_stream()
                 return Verdict((), True, ("drop", "reset", "gave_up"))
             at = segment.delivered_at
             if fate.lost:
