@@ -258,13 +258,30 @@ def test_max_events_bound_raises() -> None:
         )
 
 
-def test_gives_up_when_nothing_gets_through() -> None:
+def test_gives_up_when_nothing_gets_through_under_tcp_reset() -> None:
     result = simulate(
         ServerEndpoint(TextService()),
+        text_plans(1, 3),
+        lambda _i: fixed(attempts=4),
+        faults=FaultSpec(loss=1.0, tcp=TcpRecovery.RESET),
+        stream=True,
+    )
+    assert [(r.outcome, r.attempts) for r in all_results(result)] == [(Outcome.UNKNOWN, 4)] * 3
+    assert result.connections == [12]
+
+
+def test_gives_up_when_no_connection_opens_under_tcp_retransmit() -> None:
+    # Every SYN is lost: the one connection never opens (connect() would fail
+    # after TCP's SYN retries, 131 s), every attempt waits behind it, and no
+    # call can tell whether its request left: unknown, each once.
+    endpoint = ServerEndpoint(TextService())
+    result = simulate(
+        endpoint,
         text_plans(1, 3),
         lambda _i: fixed(attempts=4),
         faults=FaultSpec(loss=1.0),
         stream=True,
     )
     assert [(r.outcome, r.attempts) for r in all_results(result)] == [(Outcome.UNKNOWN, 4)] * 3
-    assert result.connections == [12]
+    assert result.connections == [1]
+    assert endpoint.counters["requests"] == 0
