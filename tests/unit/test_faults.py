@@ -517,7 +517,10 @@ def test_gilbert_elliott_good_state_uses_loss() -> None:
 def test_analytic_helpers() -> None:
     spec = FaultSpec.parse(EXAMPLE + ",reset=0.1")
     assert expected_delivery(spec.link) == pytest.approx(0.9)
-    assert expected_delivery(spec.link, stream=True) == pytest.approx(0.81)
+    reset = dataclasses.replace(spec.link, tcp=TcpRecovery.RESET)
+    assert expected_delivery(reset, stream=True) == pytest.approx(0.81)
+    # Under tcp=retransmit a loss delays: only losing all 18 copies prevents delivery.
+    assert expected_delivery(spec.link, stream=True) == pytest.approx((1 - 0.1**18) * 0.9)
     assert expected_intact(spec.link) == pytest.approx(0.9 * 0.99)
     assert mean_burst_length(LinkFaults(loss=0.5)) == pytest.approx(2.0)
     assert mean_burst_length(LinkFaults(ge_p=0.1, ge_r=0.25)) == pytest.approx(4.0)

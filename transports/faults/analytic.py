@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from transports.faults.spec import LinkFaults
+from transports.faults.spec import LinkFaults, TcpRecovery
+from transports.tcp_model import RttEstimator, recovery_schedule
 
 
 def stationary_loss_rate(faults: LinkFaults) -> float:
@@ -16,13 +17,22 @@ def stationary_loss_rate(faults: LinkFaults) -> float:
 
 
 def expected_delivery(faults: LinkFaults, *, stream: bool = False) -> float:
-    """Probability one message arrives at all (possibly corrupted).
+    """Probability one message arrives at all, however late (possibly corrupted).
 
     In stream mode a ``reset`` draw also prevents delivery; it is independent of
-    the loss draw, so the probabilities multiply.
+    the loss draw, so the probabilities multiply. Under ``tcp=retransmit`` a
+    loss only delays the message: it fails to arrive only if every copy TCP
+    sends before giving up is lost (``loss ** copies``, copies from the
+    recovery schedule of a fresh loopback connection).
     """
-    delivered = 1.0 - stationary_loss_rate(faults)
-    return delivered * (1.0 - faults.reset) if stream else delivered
+    loss = stationary_loss_rate(faults)
+    if not stream:
+        return 1.0 - loss
+    if faults.tcp is TcpRecovery.RETRANSMIT:
+        estimator = RttEstimator.after_handshake(0.0)
+        copies = len(recovery_schedule(estimator.rto, estimator.srtt).offsets)
+        return (1.0 - loss**copies) * (1.0 - faults.reset)
+    return (1.0 - loss) * (1.0 - faults.reset)
 
 
 def expected_intact(faults: LinkFaults, *, stream: bool = False) -> float:
