@@ -63,7 +63,8 @@ class _StreamDecoder:
     _header_size: int
 
     def __init__(self) -> None:
-        self._ready: deque[bytes] = deque()  # bodies of complete frames, in order
+        #: Bodies of complete frames not yet taken, in order (``next_message`` takes one).
+        self.ready: deque[bytes] = deque()
         self._ready_bytes = 0  # their size on the wire, headers included
         self._partial = bytearray()  # the frame being assembled, header first
         self._need = 0  # body length of the partial frame, once its header is checked
@@ -76,7 +77,7 @@ class _StreamDecoder:
     def _broken(self, error: FramingError) -> FramingError:
         # Release the buffers at once: a hostile peer must not pin memory.
         self._error = error
-        self._ready.clear()
+        self.ready.clear()
         self._ready_bytes = 0
         self._partial = bytearray()
         return error
@@ -110,13 +111,13 @@ class _StreamDecoder:
                 pos = self._complete_partial(data)
                 if self._partial:
                     return  # input exhausted inside the frame
-            ready = self._ready
+            ready = self.ready
             while total - pos >= size:
                 length = self._body_length(data, pos)
                 end = pos + size + length
                 if end > total:
                     break  # body incomplete: keep the checked header and what came
-                ready.append(bytes(data[pos + size : end]))
+                ready.append(data[pos + size : end])  # bytes: a slice is a copy
                 self._ready_bytes += end - pos
                 pos = end
             else:
@@ -128,7 +129,7 @@ class _StreamDecoder:
         except FramingError as exc:
             raise self._broken(exc) from None
 
-    def _complete_partial(self, data: bytes | memoryview) -> int:
+    def _complete_partial(self, data: bytes) -> int:
         """Continue the frame in ``_partial`` with ``data``; returns the bytes taken."""
         size, partial, pos = self._header_size, self._partial, 0
         if len(partial) < size:
@@ -142,7 +143,7 @@ class _StreamDecoder:
         partial += chunk
         pos += len(chunk)
         if len(chunk) == missing:
-            self._ready.append(bytes(partial[size:]))
+            self.ready.append(bytes(partial[size:]))
             self._ready_bytes += len(partial)
             self._partial = bytearray()
         return pos
@@ -151,9 +152,9 @@ class _StreamDecoder:
         """The next complete frame's body, or ``None`` if more data is needed."""
         if self._error is not None:
             self._check_usable()
-        if not self._ready:
+        if not self.ready:
             return None
-        body = self._ready.popleft()
+        body = self.ready.popleft()
         self._ready_bytes -= self._header_size + len(body)
         return body
 

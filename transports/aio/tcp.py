@@ -107,7 +107,7 @@ class _ServerConnection(asyncio.Protocol):
         transport, ctx = self.transport, self.ctx
         if transport is None or transport.is_closing():
             return True
-        if ctx.overloaded:
+        if ctx.in_flight >= ctx.limits.max_in_flight:  # ctx.overloaded, without a call
             ctx.park(self, self._pump)
             return True
         cap = ctx.limits.max_in_flight_per_connection
@@ -126,15 +126,16 @@ class _ServerConnection(asyncio.Protocol):
         progressed = False
         decoder, on_request = self.decoder, self._on_request
         try:
-            while not (waiting := self._must_wait()):
+            waiting = self._must_wait()
+            while not waiting and decoder.ready:
                 message = decoder.next_message()
-                if message is None:
-                    break
+                assert message is not None
                 progressed = True
                 if isinstance(message, str):
                     self._on_seed_text(message)
                 else:
                     on_request(message)
+                waiting = self._must_wait()
         except FramingError as err:
             self._framing_error(err)
             return

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from typing import Any, cast
 
 from transports.aio.driver import Inbox, ServerContext, limit_read_size, through_link
-from transports.links import NO_LINKS, Links
+from transports.links import Links
 from transports.wire import MAX_MESSAGE_SIZE
 
 Address = Any  # (host, port) or (host, port, flowinfo, scope_id)
@@ -39,18 +39,18 @@ class _ServerProtocol(asyncio.DatagramProtocol):
         if len(data) > MAX_MESSAGE_SIZE:
             ctx.endpoint.count("rejected_oversize_datagram")
             return
-        if ctx.overloaded:
+        if ctx.in_flight >= ctx.limits.max_in_flight:  # ctx.overloaded, without a call
             ctx.endpoint.count("dropped_overload")
             return
         budget = int(ctx.limits.amplification_factor * len(data))
-        links = self._links_for(addr)
 
         def send(reply: bytes) -> None:
             self._send(reply, addr)
 
-        if links is NO_LINKS:
+        if ctx.faults is None:
             ctx.execute(data, send, budget=budget)
             return
+        links = self._links_for(addr)
 
         def respond(reply: bytes) -> None:
             through_link(links.reply, reply, send, _no_reset)
@@ -71,8 +71,6 @@ class _ServerProtocol(asyncio.DatagramProtocol):
 
     def _links_for(self, addr: Address) -> Links:
         """The peer's fault links: built on its first datagram, the oldest forgotten first."""
-        if self.ctx.faults is None:
-            return NO_LINKS
         links = self._peer_links.get(addr)
         if links is None:
             links = self._peer_links[addr] = self.ctx.links_for_peer(stream=False)
