@@ -527,10 +527,10 @@ def test_scheduled_link_stream_retransmits_a_drop() -> None:
     link = ScheduledLink([DELIVER, DROP, DELIVER, DROP, DROP], stream=True)
     assert _deliveries(link, 5) == [
         ((0.0,), False),
-        ((1.2,), False),  # lost, sent again by the tail loss probe 200 ms later
+        ((1.204,), False),  # lost, sent again by the tail loss probe 204 ms later
         ((2.0,), False),
-        ((3.2,), False),  # one drop per message: each probe arrives
-        ((4.2,), False),
+        ((3.204,), False),  # one drop per message: each probe arrives
+        ((4.204,), False),
     ]
     assert link.counters["retransmitted"] == 3 and "reset" not in link.counters
 

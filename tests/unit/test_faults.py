@@ -362,15 +362,16 @@ def test_stream_loss_is_retransmitted_until_tcp_gives_up() -> None:
     link = FaultLink(LinkFaults(loss=1.0), 1, "c", stream=True)
     assert link.apply(b"x", 0.0) == Verdict((), True, ("drop", "reset", "gave_up"))
     # One message at a time on an otherwise idle connection (1000 s apart): a
-    # lost copy is sent again by the tail loss probe after 200 ms (2 * srtt +
-    # rto_min, capped by the RTO), then on each RTO, doubling.
+    # lost copy is sent again by the tail loss probe after 204 ms (2 * srtt +
+    # rto_min in whole 4 ms jiffies, capped by the RTO), then on each RTO
+    # (also 204 ms on a 0.2 ms round trip), doubling.
     link = FaultLink(LinkFaults(loss=0.5), 1, "c", stream=True)
     verdicts = [link.apply(b"m", i * 1000.0) for i in range(200)]
     retransmitted = [v for v in verdicts if "retransmitted" in v.events]
     assert retransmitted and all(not v.reset for v in verdicts)
     delays = sorted(round(v.deliveries[0].at % 1000.0, 6) for v in retransmitted)
-    assert delays[0] == 0.2
-    assert set(delays) <= {round(0.2 * 2**k, 6) for k in range(10)}
+    assert delays[0] == 0.204
+    assert set(delays) <= {round(0.204 * 2**k, 6) for k in range(10)}
     assert len(set(delays)) >= 4  # several consecutive losses of one message happened
 
 

@@ -78,6 +78,16 @@ def corrupt_bits(data: bytes, rng: random.Random, nbits: int) -> bytes:
     return bytes(out)
 
 
+#: The round trip of the network below the fault layer, as TCP's RTT estimator
+#: sees it: loopback or a veth pair (~0.1 ms each way; the simulator's default
+#: latency is the same). It matters through the RTO's rounding to whole
+#: jiffies: an RTT of 0 gives exactly 200 ms, a real one 204 ms (HZ=250), as
+#: the kernel measures; with exactly 200 ms a probe would land on the deadline
+#: of a 100 ms client timeout's second attempt.
+NETWORK_RTT = 200e-6
+_ONE_WAY = NETWORK_RTT / 2
+
+
 @dataclass(frozen=True)
 class Fate:
     """What the network does to one message, before the transport's rules apply.
@@ -130,7 +140,7 @@ class FaultLink:
         self._connections = 0  # stream: connections opened (names their handshake draws)
         #: RTT sample of the latest handshake; the fault layer sits above the
         #: network latency, so a handshake that lost nothing measures ~0.
-        self._handshake_rtt: float | None = 0.0
+        self._handshake_rtt: float | None = NETWORK_RTT
         self._passthrough = faults.is_zero
         #: Every message is delivered at once, untouched (no fault can act, and
         #: ``decide`` not overridden): drivers may then skip building a
@@ -199,12 +209,19 @@ class FaultLink:
         for link in {self, back}:
             link._new_stream()
         if not self.retransmits or (self.faults.loss == 0.0 and back.faults.loss == 0.0):
-            done = tcp_connect(now, _no_loss, _no_loss, syn_loss=0.0, synack_loss=0.0)
+            done = tcp_connect(
+                now, _no_loss, _no_loss, syn_loss=0.0, synack_loss=0.0, latency=_ONE_WAY
+            )
         else:
             rng = random.Random(f"{self.seed}/{self.label}/connection{self._connections}")
             syn_loss, synack_loss = self.faults.loss, back.faults.loss
             done = tcp_connect(
-                now, rng.random, rng.random, syn_loss=syn_loss, synack_loss=synack_loss
+                now,
+                rng.random,
+                rng.random,
+                syn_loss=syn_loss,
+                synack_loss=synack_loss,
+                latency=_ONE_WAY,
             )
         if back is not self:
             back._handshake_rtt = done.server_rtt
@@ -244,7 +261,7 @@ class FaultLink:
         if self.retransmits:
             if self._tcp is None:  # a new connection: its RTO starts from the handshake's RTT
                 estimator = RttEstimator.after_handshake(self._handshake_rtt)
-                self._tcp = RetransmittingStream(0.0, estimator=estimator)
+                self._tcp = RetransmittingStream(0.0, ack_latency=NETWORK_RTT, estimator=estimator)
             segment = self._tcp.transmit(
                 now, fate.lost, fate.retransmission_lost, latency=fate.offset
             )
