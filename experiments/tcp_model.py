@@ -64,7 +64,7 @@ TCP_DRIVER = ("auto", "run", "reuse", "off")
 #: Kernel cells at once. The cells mostly wait out RTOs and client timeouts:
 #: two side by side on 2 CPUs gave the same counts as one after another
 #: (within one to 1.5 standard errors) in 0.54 of the time
-#: (results/kernel/tcp_model_jobs.md).
+#: (results/kernel/tcp_model_notes.md).
 DEFAULT_JOBS = min(2, os.cpu_count() or 1)
 
 
@@ -302,7 +302,10 @@ def kernel_environment(
     if cfg.kernel_from is not None:
         earlier = load_cells(cfg.kernel_from)
         env["kernel_from"] = str(cfg.kernel_from)
-        env["kernel_command"] = earlier.environment.get("argv")
+        # The command that measured the runs: kept through re-renders of re-renders.
+        env["kernel_command"] = earlier.environment.get(
+            "kernel_command", earlier.environment.get("argv")
+        )
         env["kernel_wall_seconds"] = earlier.environment.get("kernel_wall_seconds")
         env["kernel_run_seconds"] = earlier.environment.get("kernel_run_seconds")
     elif cfg.measures_kernel:

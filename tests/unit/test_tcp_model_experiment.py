@@ -186,3 +186,19 @@ def test_refused_command_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().err.count("error:") == 4
     with pytest.raises(SystemExit):
         main([*TINY, *out, "--timeouts", "soon"])
+
+
+def test_a_rerender_of_a_rerender_keeps_the_command_that_measured(tmp_path: Path) -> None:
+    earlier = run_json(tmp_path, "--skip-kernel", "--semantics", "maybe", "--timeouts", "1.5s",
+                       name="first")  # fmt: skip
+    earlier["cells"][0]["kernel"] = [kernel_run(earlier["cells"][0]["model"])]
+    earlier["environment"].update(argv="python -m experiments.tcp_model --measured",
+                                  kernel_wall_seconds=12.5)  # fmt: skip
+    (tmp_path / "first.json").write_text(json.dumps(earlier))
+    common = ["--semantics", "maybe", "--timeouts", "1.5s"]
+    run_json(tmp_path, *common, "--kernel-from", str(tmp_path / "first.json"), name="second")
+    third = run_json(tmp_path, *common, "--kernel-from", str(tmp_path / "second.json"),
+                     name="third")  # fmt: skip
+    assert third["environment"]["kernel_command"] == "python -m experiments.tcp_model --measured"
+    assert third["environment"]["kernel_wall_seconds"] == 12.5
+    assert len(third["cells"][0]["kernel"]) == 1
