@@ -70,8 +70,13 @@ class CellRun:
     server_counters: dict[str, int]
 
 
-def run_cell(cell: Cell, workdir: Path | None = None) -> CellRun:
-    """Run ``cell`` with a fresh ledger in ``workdir`` (a temporary dir by default)."""
+def run_cell(cell: Cell, workdir: Path | None = None, *, stream: bool = False) -> CellRun:
+    """Run ``cell`` with a fresh ledger in ``workdir`` (a temporary dir by default).
+
+    ``stream``: the simulator in stream (TCP-like) mode (``transport="sim"`` only).
+    """
+    if stream and cell.transport != "sim":
+        raise ValueError("stream=True is the simulator's TCP-like mode: transport must be sim")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         started = time.perf_counter()
         # The simulator runs on one thread and its server "crashes" keep the
@@ -90,7 +95,7 @@ def run_cell(cell: Cell, workdir: Path | None = None) -> CellRun:
             if cell.transport == "sim":
                 tokens = open_accounts(ledger, cell.clients, now=0.0)
                 opening = ledger.total_balance()
-                results = run_sim(cell, endpoint, plans, tokens)
+                results = run_sim(cell, endpoint, plans, tokens, stream=stream)
             else:
                 tokens = open_accounts(ledger, cell.clients, now=time.monotonic())
                 opening = ledger.total_balance()
@@ -105,7 +110,12 @@ def run_cell(cell: Cell, workdir: Path | None = None) -> CellRun:
 
 
 def run_sim(
-    cell: Cell, endpoint: ServerEndpoint, plans: list[list[Operation]], tokens: list[str]
+    cell: Cell,
+    endpoint: ServerEndpoint,
+    plans: list[list[Operation]],
+    tokens: list[str],
+    *,
+    stream: bool = False,
 ) -> list[CallResult]:
     """The planned operations through the simulator (virtual time); one result each."""
     run = simulate(
@@ -114,7 +124,7 @@ def run_sim(
         lambda _index: cell.retry_settings(),
         faults=cell.faults,
         seed=cell.seed,
-        stream=False,
+        stream=stream,
     )
     return [result for client in run.calls for result in client]
 
