@@ -261,7 +261,7 @@ class FaultLink:
         if self.retransmits:
             if self._tcp is None:  # a new connection: its RTO starts from the handshake's RTT
                 estimator = RttEstimator.after_handshake(self._handshake_rtt)
-                self._tcp = RetransmittingStream(0.0, ack_latency=NETWORK_RTT, estimator=estimator)
+                self._tcp = RetransmittingStream(0.0, base_rtt=NETWORK_RTT, estimator=estimator)
             segment = self._tcp.transmit(
                 now, fate.lost, fate.retransmission_lost, latency=fate.offset
             )

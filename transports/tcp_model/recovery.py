@@ -179,12 +179,16 @@ class RetransmittingStream:
         *,
         latency: float = 0.0,
         ack_latency: float | None = None,
+        base_rtt: float = 0.0,
         config: TcpConfig = DEFAULT_CONFIG,
         estimator: RttEstimator | None = None,
     ) -> None:
         self.loss = _probability("loss", loss)
         self.latency = _duration("latency", latency)
         self.ack_latency = self.latency if ack_latency is None else _duration("ack", ack_latency)
+        #: Added to every RTT sample: the round trip of a network the caller
+        #: keeps outside the stream's own latencies (a fault layer above it).
+        self.base_rtt = _duration("base_rtt", base_rtt)
         self.config = config
         self.estimator = RttEstimator(config) if estimator is None else estimator
         self.closed_at: float | None = None
@@ -264,7 +268,7 @@ class RetransmittingStream:
         arrived = times[-1] + one_way
         self._in_flight[index] = times[first_rto] if len(times) > first_rto else math.inf
         self._acked_at[index] = acked = arrived + self.ack_latency
-        rtt = one_way + self.ack_latency
+        rtt = one_way + self.ack_latency + self.base_rtt
         valid = len(times) == 1 or self.config.timestamps  # Karn's rule without timestamps
         self._push(_Event(acked, next(self._seq), index, rtt if valid else None))
         delivered = max(arrived, self._last_delivery)
