@@ -9,8 +9,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
+from transports.wire import checks, messages
 from transports.wire.checks import (
-    _ID_RE,
     _check_attempt,
     _check_error_code,
     _check_error_message,
@@ -21,8 +21,6 @@ from transports.wire.checks import (
 )
 from transports.wire.fast import _fast_reply, _fast_request
 from transports.wire.messages import (
-    _CRC,
-    _HEAD_CRC,
     BAD_CHECKSUM,
     BAD_MAGIC,
     HEADER_SIZE,
@@ -40,6 +38,14 @@ from transports.wire.messages import (
     WireError,
     _fail,
 )
+
+# Assigned, not imported by name, as hot functions below call their methods:
+# CPython 3.11 compiles ``name.method(...)`` on a from-imported name as an
+# attribute load (it expects a module there), which binds a new method object
+# on every call.
+_CRC: Final = messages._CRC
+_HEAD_CRC: Final = messages._HEAD_CRC
+_ID_RE: Final = checks._ID_RE
 
 _REQUEST_KEYS: Final = frozenset({"id", "op", "args", "attempt"})
 _OK_KEYS: Final = frozenset({"id", "attempt", "status", "result"})

@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
+from transports.wire import messages
 from transports.wire.checks import (
     _check_attempt,
     _check_error_code,
@@ -17,7 +18,6 @@ from transports.wire.checks import (
     _check_op,
 )
 from transports.wire.messages import (
-    _CRC,
     _HEAD_CRC,
     _PREFIX,
     HEADER_SIZE,
@@ -32,6 +32,12 @@ from transports.wire.messages import (
     WireError,
     _fail,
 )
+
+# Assigned, not imported by name, as hot functions below call their methods:
+# CPython 3.11 compiles ``name.method(...)`` on a from-imported name as an
+# attribute load (it expects a module there), which binds a new method object
+# on every call.
+_CRC: Final = messages._CRC
 
 
 def _json_encoder() -> Callable[[dict[str, Any]], str]:

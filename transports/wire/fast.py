@@ -10,8 +10,15 @@ from typing import Any, Final
 
 import msgspec
 
-from transports.wire.checks import _ID_RE, _KNOWN_CODES, _KNOWN_OPS
+from transports.wire import checks
+from transports.wire.checks import _KNOWN_CODES, _KNOWN_OPS
 from transports.wire.messages import ERROR_MESSAGE_MAX, MAX_ATTEMPT, Reply, Request
+
+# Assigned, not imported by name, as hot functions below call their methods:
+# CPython 3.11 compiles ``name.method(...)`` on a from-imported name as an
+# attribute load (it expects a module there), which binds a new method object
+# on every call.
+_ID_RE: Final = checks._ID_RE
 
 # Why its answer can stand. msgspec refuses what our protocol refuses
 # (invalid UTF-8, NaN and Infinity, overflowing numbers, lone surrogates,
