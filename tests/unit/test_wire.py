@@ -32,8 +32,11 @@ from transports.wire import (
     encode_reply,
     encode_request,
 )
+from transports.wire.checks import _plain_body
+from transports.wire.decode import _parse_body, _parse_strict
+from transports.wire.fast import _fast_reply, _fast_request
 
-PROTOCOL_MD = Path(wire.__file__).with_name("PROTOCOL.md")
+PROTOCOL_MD = Path(wire.__file__).parent.with_name("PROTOCOL.md")
 
 DEPOSIT = Request("a1b2c3d4-0007", "bank.deposit", {"token": "tok-5f2e", "amount": 2500}, 2)
 DEPOSIT_OK = Reply.ok("a1b2c3d4-0007", 2, {"account": 1001, "balance": 12500})
@@ -149,9 +152,9 @@ _INNER = object()  # where a tampered body keeps its args, result or error objec
 
 def _fast(kind: bytes, body: bytes) -> Request | Reply | None:
     """The fast path's answer, as ``_parse_body`` asks for it (plain bodies only)."""
-    if not wire._plain_body(body):
+    if not _plain_body(body):
         return None
-    return wire._fast_request(body) if kind == b"Q" else wire._fast_reply(body)
+    return _fast_request(body) if kind == b"Q" else _fast_reply(body)
 
 
 def _object_text(pairs: list[tuple[str, str]]) -> str:
@@ -190,7 +193,7 @@ def test_fast_path_returns_only_what_the_strict_path_returns(case: tuple[bytes, 
     kind, body = case
     fast = _fast(kind, body)
     if fast is not None:  # the strict path must accept it too, with the same fields and types
-        assert repr(wire._parse_strict(kind, body)) == repr(fast)
+        assert repr(_parse_strict(kind, body)) == repr(fast)
 
 
 @settings(max_examples=300)
@@ -199,7 +202,7 @@ def test_fast_path_agrees_on_every_valid_message(msg: Request | Reply) -> None:
     data = encode(msg)
     kind, body = data[3:4], data[wire.HEADER_SIZE :]
     fast = _fast(kind, body)
-    assert fast is None or (fast == msg and repr(fast) == repr(wire._parse_strict(kind, body)))
+    assert fast is None or (fast == msg and repr(fast) == repr(_parse_strict(kind, body)))
 
 
 @pytest.mark.parametrize("msg", [DEPOSIT, DEPOSIT_OK, INSUFFICIENT])
@@ -222,7 +225,7 @@ def test_everyday_messages_take_the_fast_path(msg: Request | Reply) -> None:
 def test_fast_and_strict_paths_read_numbers_alike(literal: str) -> None:
     body = f'{{"args":{{"n":{literal}}},"attempt":1,"id":"a","op":"bank.deposit"}}'.encode()
     fast = _fast(b"Q", body)
-    assert fast is not None and repr(fast) == repr(wire._parse_strict(b"Q", body))
+    assert fast is not None and repr(fast) == repr(_parse_strict(b"Q", body))
 
 
 @pytest.mark.parametrize("levels", [MAX_DEPTH, 5000])
@@ -239,7 +242,7 @@ def test_what_the_fast_path_refuses_the_strict_path_decides() -> None:
     # Python's 4300-digit limit, so the message still decodes.
     body = b'{"args":{"n":-' + b"9" * 4300 + b'},"attempt":1,"id":"a","op":"bank.deposit"}'
     assert _fast(b"Q", body) is None
-    assert wire._parse_body(b"Q", body) == Request("a", "bank.deposit", {"n": -(10**4300 - 1)})
+    assert _parse_body(b"Q", body) == Request("a", "bank.deposit", {"n": -(10**4300 - 1)})
 
 
 @pytest.mark.parametrize(

@@ -5,43 +5,11 @@ audit trail the experiments read to count how often each request was applied.
 It knows nothing of the wire; ``services.bank`` adapts it to the Service
 protocol. It never reads a clock: every time-dependent method takes ``now``.
 
-Schema (``PRAGMA user_version = 1``)::
-
-    accounts(id INTEGER PRIMARY KEY, name TEXT NOT NULL,
-             pin_salt BLOB NOT NULL, pin_hash BLOB NOT NULL,   -- scrypt, 64 bytes
-             pin_scrypt_n INTEGER NOT NULL,                    -- cost the hash was made with
-             opening_balance INTEGER NOT NULL,                 -- balance at creation
-             balance INTEGER NOT NULL CHECK (balance >= 0))
-    ledger(seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL,     -- rows are never deleted
-           account_id INTEGER NOT NULL REFERENCES accounts(id),
-           kind TEXT NOT NULL CHECK (kind IN ('deposit', 'withdraw')),
-           amount INTEGER NOT NULL CHECK (amount > 0), balance_after INTEGER NOT NULL)
-           -- index on request_id
-    idempotency(key TEXT PRIMARY KEY, result TEXT NOT NULL)   -- JSON of the first execution
-           WITHOUT ROWID
-    sessions(token_hash BLOB PRIMARY KEY, account_id INTEGER NOT NULL, expires_at REAL NOT NULL)
-    login_failures(account_id INTEGER PRIMARY KEY, failures INTEGER NOT NULL, locked_until REAL)
-
-Files created before 2026-11-24 declare ``seq ... AUTOINCREMENT`` and a rowid
-``idempotency`` table. They hold the same rows and behave the same (ledger rows
-are never deleted, so a plain ``INTEGER PRIMARY KEY`` never reuses a ``seq``
-either), and this code reads and writes them as they are. The new forms write
-two pages fewer per exactly-once deposit (``sqlite_sequence``, and the
-separate index a rowid table needs for a TEXT key): measured in process, a
-file deposit took ~21% less time, and fewer WAL pages mean rarer checkpoints.
-
-``pin_scrypt_n`` and ``opening_balance`` extend the brief's schema: the first
-lets a file reopened with another ``scrypt_n`` still verify old PINs, the
-second lets ``reconcile`` prove ``balance == opening + deposits - withdrawals``
-for every account (no lost update, no unrecorded change).
-
-Concurrency: one connection per process, each use under a lock; WAL
-journal, a 10 s busy timeout, ``BEGIN IMMEDIATE`` for every write and
-conditional UPDATEs, so concurrent deposits and withdrawals (from threads or
-from other processes on the same file) never lose an update or overdraw.
-``in_memory=True`` (for simulations, where nothing outlives the process
-anyway) keeps the same schema and transactions in memory: several times
-faster, and gone at ``close()``.
+The parts: ``store`` (schema, connection, write transaction), ``money`` (the
+statements of a deposit or withdrawal), ``auth`` (PINs, lockout, session
+tokens). Every transaction begins and ends in this class (``with
+self._write()``); the parts run statements inside one and never commit, so a
+method here shows a whole transaction's boundaries.
 
 Semantics worth knowing:
 
@@ -73,9 +41,7 @@ Semantics worth knowing:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 import os
 import secrets
 import sqlite3
@@ -84,24 +50,27 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
-from services.errors import (
-    AuthFailed,
-    InsufficientFunds,
-    InvalidArgument,
-    LimitExceeded,
-    Unauthenticated,
+from services.errors import AuthFailed, InvalidArgument, Unauthenticated
+from services.ledger.auth import (
+    _AUTH_MESSAGE,
+    _DUMMY_SALT,
+    _hash_pin,
+    _insert_account,
+    _record_login,
+    _token_hash,
 )
+from services.ledger.money import (
+    _SELECT_BALANCE_AND_RESULT,
+    _SELECT_SESSION_BALANCE_AND_RESULT,
+    MAX_AMOUNT,
+    MAX_BALANCE,
+    Kind,
+    _change,
+)
+from services.ledger.store import _connect, _create_schema, _WriteTransaction
 
-#: Largest amount of a single deposit or withdrawal, in minor units.
-MAX_AMOUNT = 10**9
-#: Largest balance an account may hold, in minor units.
-MAX_BALANCE = 10**15
-#: Consecutive wrong PINs that lock an account ...
-MAX_LOGIN_FAILURES = 5
-#: ... for this many seconds of the caller's clock.
-LOCKOUT_SECONDS = 30.0
 #: The lab server's demo accounts: (id, holder name, PIN, balance).
 DEMO_ACCOUNTS: tuple[tuple[int, str, str, int], ...] = (
     (1, "Dibbyo Roy", "1234", 10_000),
@@ -109,68 +78,8 @@ DEMO_ACCOUNTS: tuple[tuple[int, str, str, int], ...] = (
     (3, "Abir Hasan", "1234", 10_000),
 )
 
-SCHEMA_VERSION = 1
-_AUTH_MESSAGE = "invalid account or PIN"
 _MAX_ACCOUNT_ID = 2**63 - 1  # SQLite INTEGER range
 _MAX_REQUEST_ID_LEN = 256
-_BUSY_TIMEOUT_S = 10.0
-_SALT_BYTES = 16
-_HASH_BYTES = 64
-_SCRYPT_R = 8
-_DUMMY_SALT = secrets.token_bytes(_SALT_BYTES)
-
-# The statements of a deposit or withdrawal (``_change``).
-# ``key = NULL`` matches nothing: a non-idempotent request passes None for the key.
-_SELECT_SESSION_BALANCE_AND_RESULT = (
-    "SELECT s.account_id, s.expires_at,"
-    " (SELECT balance FROM accounts WHERE id = s.account_id),"
-    " (SELECT result FROM idempotency WHERE key = ?)"
-    " FROM sessions AS s WHERE s.token_hash = ?"
-)
-_SELECT_BALANCE_AND_RESULT = (
-    "SELECT (SELECT balance FROM accounts WHERE id = ?),"
-    " (SELECT result FROM idempotency WHERE key = ?)"
-)
-_DEPOSIT = "UPDATE accounts SET balance = balance + ? WHERE id = ? AND balance <= ?"
-_WITHDRAW = "UPDATE accounts SET balance = balance - ? WHERE id = ? AND balance >= ?"
-_SELECT_BALANCE = "SELECT balance FROM accounts WHERE id = ?"
-_INSERT_LEDGER = (
-    "INSERT INTO ledger (request_id, account_id, kind, amount, balance_after)"
-    " VALUES (?, ?, ?, ?, ?)"
-)
-_INSERT_IDEMPOTENCY = "INSERT INTO idempotency (key, result) VALUES (?, ?)"
-
-Kind = Literal["deposit", "withdraw"]
-
-_SCHEMA = (
-    """CREATE TABLE accounts (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        pin_salt BLOB NOT NULL,
-        pin_hash BLOB NOT NULL,
-        pin_scrypt_n INTEGER NOT NULL,
-        opening_balance INTEGER NOT NULL,
-        balance INTEGER NOT NULL CHECK (balance >= 0))""",
-    """CREATE TABLE ledger (
-        seq INTEGER PRIMARY KEY,
-        request_id TEXT NOT NULL,
-        account_id INTEGER NOT NULL REFERENCES accounts(id),
-        kind TEXT NOT NULL CHECK (kind IN ('deposit', 'withdraw')),
-        amount INTEGER NOT NULL CHECK (amount > 0),
-        balance_after INTEGER NOT NULL)""",
-    "CREATE INDEX ledger_request_id ON ledger(request_id)",
-    "CREATE TABLE idempotency (key TEXT PRIMARY KEY, result TEXT NOT NULL) WITHOUT ROWID",
-    """CREATE TABLE sessions (
-        token_hash BLOB PRIMARY KEY,
-        account_id INTEGER NOT NULL,
-        expires_at REAL NOT NULL)""",
-    "CREATE INDEX sessions_expires_at ON sessions(expires_at)",
-    """CREATE TABLE login_failures (
-        account_id INTEGER PRIMARY KEY,
-        failures INTEGER NOT NULL,
-        locked_until REAL)""",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
-)
 
 
 def _check_int(value: object, what: str, low: int, high: int) -> int:
@@ -186,10 +95,6 @@ def _check_request_id(request_id: object) -> str:
     if not isinstance(request_id, str) or not 1 <= len(request_id) <= _MAX_REQUEST_ID_LEN:
         raise InvalidArgument(f"request id must be a string of 1..{_MAX_REQUEST_ID_LEN} chars")
     return request_id
-
-
-def _token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8")).digest()
 
 
 class Ledger:
@@ -251,18 +156,7 @@ class Ledger:
             raise RuntimeError("ledger is closed")
         conn = self._connection
         if conn is None:
-            # check_same_thread=False: threads take turns on it under _lock.
-            conn = sqlite3.connect(
-                self.path,
-                timeout=_BUSY_TIMEOUT_S,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-            if not self._in_memory:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL
-            conn.execute("PRAGMA foreign_keys = ON")
+            conn = _connect(self.path, self._in_memory)
             self._connection = conn
         return conn
 
@@ -282,41 +176,9 @@ class Ledger:
 
     def _initialise(self, demo_accounts: bool) -> None:
         with self._write() as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'accounts'"
-            ).fetchone()
-            if exists:
-                (version,) = conn.execute("PRAGMA user_version").fetchone()
-                if version != SCHEMA_VERSION:
-                    raise RuntimeError(f"{self.path}: unsupported ledger schema v{version}")
-                return
-            for statement in _SCHEMA:  # not executescript: it would COMMIT midway
-                conn.execute(statement)
-            if demo_accounts:
+            if _create_schema(conn, self.path) and demo_accounts:
                 for account_id, name, pin, balance in DEMO_ACCOUNTS:
-                    self._insert_account(conn, account_id, name, pin, balance)
-
-    def _hash_pin(self, pin: str, salt: bytes, n: int) -> bytes:
-        return hashlib.scrypt(
-            pin.encode("utf-8"),
-            salt=salt,
-            n=n,
-            r=_SCRYPT_R,
-            p=1,
-            maxmem=256 * _SCRYPT_R * n + 2**20,  # default 32 MiB is too small above n=2**14
-            dklen=_HASH_BYTES,
-        )
-
-    def _insert_account(
-        self, conn: sqlite3.Connection, account_id: int, name: str, pin: str, balance: int
-    ) -> None:
-        salt = secrets.token_bytes(_SALT_BYTES)
-        pin_hash = self._hash_pin(pin, salt, self._scrypt_n)
-        conn.execute(
-            "INSERT INTO accounts (id, name, pin_salt, pin_hash, pin_scrypt_n,"
-            " opening_balance, balance) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (account_id, name, salt, pin_hash, self._scrypt_n, balance, balance),
-        )
+                    _insert_account(conn, account_id, name, pin, balance, self._scrypt_n)
 
     def close(self) -> None:
         """Close the connection; delete the file if it was temporary."""
@@ -356,7 +218,7 @@ class Ledger:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM accounts WHERE id = ?", (account_id,)).fetchone():
                 raise InvalidArgument(f"account {account_id} already exists")
-            self._insert_account(conn, account_id, name, pin, balance)
+            _insert_account(conn, account_id, name, pin, balance, self._scrypt_n)
 
     def login(self, account_id: int, pin: str, now: float) -> tuple[str, str]:
         """Check the PIN and open a session: returns (token, holder name)."""
@@ -368,14 +230,14 @@ class Ledger:
             (account_id,),
         )
         if row is None:
-            self._hash_pin(pin, _DUMMY_SALT, self._scrypt_n)  # same work as a real check
+            _hash_pin(pin, _DUMMY_SALT, self._scrypt_n)  # same work as a real check
             raise AuthFailed(_AUTH_MESSAGE)
         name, salt, stored, n = row
         # Hash outside the write transaction: scrypt is slow, the lock is shared.
-        pin_ok = hmac.compare_digest(self._hash_pin(pin, salt, n), stored)
+        pin_ok = hmac.compare_digest(_hash_pin(pin, salt, n), stored)
         token = secrets.token_urlsafe(24)
         with self._write() as conn:
-            granted = self._record_login(conn, account_id, pin_ok, now)
+            granted = _record_login(conn, account_id, pin_ok, now)
             if granted:
                 conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
                 conn.execute(
@@ -385,30 +247,6 @@ class Ledger:
         if not granted:
             raise AuthFailed(_AUTH_MESSAGE)  # after commit: the failure must be counted
         return token, str(name)
-
-    def _record_login(
-        self, conn: sqlite3.Connection, account_id: int, pin_ok: bool, now: float
-    ) -> bool:
-        """Apply the lockout rules to one attempt; True if the login is granted."""
-        row = conn.execute(
-            "SELECT failures, locked_until FROM login_failures WHERE account_id = ?",
-            (account_id,),
-        ).fetchone()
-        failures, locked_until = row if row else (0, None)
-        if locked_until is not None and now < locked_until:
-            return False
-        if pin_ok:
-            conn.execute("DELETE FROM login_failures WHERE account_id = ?", (account_id,))
-            return True
-        failures += 1
-        if failures >= MAX_LOGIN_FAILURES:
-            failures, locked_until = 0, now + LOCKOUT_SECONDS
-        conn.execute(
-            "INSERT OR REPLACE INTO login_failures (account_id, failures, locked_until)"
-            " VALUES (?, ?, ?)",
-            (account_id, failures, locked_until),
-        )
-        return False
 
     def account_for(self, token: str, now: float) -> int:
         """The account a live session token belongs to, else ``Unauthenticated``."""
@@ -492,8 +330,16 @@ class Ledger:
             if row is None or now >= row[1]:
                 raise Unauthenticated("invalid or expired session")
             account_id = int(row[0])
-            balance = self._change(
-                execute, kind, account_id, amount, request_id, idempotent, row[2], row[3]
+            balance = _change(
+                execute,
+                self._fault_point,
+                kind,
+                account_id,
+                amount,
+                request_id,
+                idempotent,
+                row[2],
+                row[3],
             )
         return account_id, balance
 
@@ -512,50 +358,16 @@ class Ledger:
             before, stored = execute(
                 _SELECT_BALANCE_AND_RESULT, (account_id, request_id if idempotent else None)
             ).fetchone()
-            balance = self._change(
-                execute, kind, account_id, amount, request_id, idempotent, before, stored
-            )
-        return balance
-
-    def _change(
-        self,
-        execute: Callable[[str, tuple[object, ...]], sqlite3.Cursor],
-        kind: Kind,
-        account_id: int,
-        amount: int,
-        request_id: str,
-        idempotent: bool,
-        before: int | None,
-        stored: str | None,
-    ) -> int:
-        """The rest of a deposit's or withdrawal's write transaction; returns the balance.
-
-        ``before`` (the balance, None for no such account) and ``stored`` (the
-        idempotency table's result for ``request_id``, None if absent or not
-        ``idempotent``) were read by one SELECT in this transaction. Then the
-        conditional UPDATE, the ledger INSERT and, if idempotent, the
-        idempotency INSERT. The balance is read *before* the UPDATE: the
-        transaction holds the write lock since ``BEGIN IMMEDIATE``, so the
-        UPDATE that matched the row produced exactly ``before`` plus or minus
-        ``amount``; no SELECT afterwards. (``UPDATE ... RETURNING`` would do as
-        well, but SQLite runs RETURNING through an ephemeral table and it
-        measured slower, SQLite 3.40.)
-        """
-        if stored is not None:
-            return _replay(stored, kind, account_id, amount, request_id)
-        if self._fault_point is not None:
-            self._fault_point()  # may refuse the change (see the module doc)
-        if kind == "deposit":
-            updated = execute(_DEPOSIT, (amount, account_id, MAX_BALANCE - amount)).rowcount
-        else:
-            updated = execute(_WITHDRAW, (amount, account_id, amount)).rowcount
-        if updated != 1 or before is None:  # no row read means no row updated
-            raise _refusal(execute, kind, account_id)
-        balance = before + amount if kind == "deposit" else before - amount
-        execute(_INSERT_LEDGER, (request_id, account_id, kind, amount, balance))
-        if idempotent:
-            execute(
-                _INSERT_IDEMPOTENCY, (request_id, _result_json(kind, account_id, amount, balance))
+            balance = _change(
+                execute,
+                self._fault_point,
+                kind,
+                account_id,
+                amount,
+                request_id,
+                idempotent,
+                before,
+                stored,
             )
         return balance
 
@@ -592,81 +404,3 @@ class Ledger:
         """SQLite's own consistency check: ``"ok"`` when the file is sound."""
         rows = self._all("PRAGMA integrity_check")
         return "\n".join(str(message) for (message,) in rows)
-
-
-def _result_json(kind: Kind, account_id: int, amount: int, balance: int) -> str:
-    """The stored result of a first execution, byte for byte what the schema
-    has always held: ``json.dumps({"kind": ..., "account": ..., "amount": ...,
-    "balance": ...}, sort_keys=True)`` (ints and the two kinds need no escaping).
-    """
-    return (
-        f'{{"account": {account_id}, "amount": {amount}, "balance": {balance}, "kind": "{kind}"}}'
-    )
-
-
-class _WriteTransaction:
-    """``with``: the process's turn on the connection, inside BEGIN IMMEDIATE .. COMMIT.
-
-    Rolls back on any error, also after a failed COMMIT, so the connection is
-    never left mid-transaction. A class rather than ``@contextmanager``: it
-    wraps every deposit, and the generator-based version cost ~2 us a call,
-    about a tenth of an in-memory deposit.
-    """
-
-    __slots__ = ("_conn", "_lock", "_open")
-
-    def __init__(self, lock: threading.RLock, open_conn: Callable[[], sqlite3.Connection]) -> None:
-        self._lock = lock
-        self._open = open_conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
-        try:
-            conn = self._conn = self._open()
-            # IMMEDIATE takes the write lock up front, so reads inside the
-            # transaction cannot go stale before the write (no lost update).
-            conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
-            raise
-        return conn
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        conn = self._conn
-        try:
-            if exc_type is None:
-                try:
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            elif conn.in_transaction:
-                conn.execute("ROLLBACK")
-        finally:
-            self._lock.release()
-
-
-def _replay(stored: str, kind: Kind, account_id: int, amount: int, request_id: str) -> int:
-    """The stored result of an idempotent request, if the repeat really is one."""
-    result: dict[str, Any] = json.loads(stored)
-    if (result["kind"], result["account"], result["amount"]) != (kind, account_id, amount):
-        raise InvalidArgument(f"request id {request_id!r} was already used for another operation")
-    return int(result["balance"])
-
-
-def _refusal(
-    execute: Callable[[str, tuple[object, ...]], sqlite3.Cursor], kind: Kind, account_id: int
-) -> Exception:
-    """Why a conditional UPDATE changed nothing (called inside the transaction)."""
-    row = execute(_SELECT_BALANCE, (account_id,)).fetchone()
-    if row is None:
-        return InvalidArgument(f"no account {account_id}")
-    if kind == "withdraw":
-        return InsufficientFunds("insufficient funds")
-    return LimitExceeded(f"balance would exceed {MAX_BALANCE}")
