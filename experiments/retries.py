@@ -1,8 +1,10 @@
 """``python -m experiments.retries``: non-idempotent bank operations under retries.
 
-Sweeps transports x semantics x loss (plus any other faults), runs each cell,
-audits the ledger against what every client was told, prints one table per
-transport and a TCP-vs-UDP table, and writes results/retries.{json,csv,md,png}.
+Sweeps transports (tcp and udp on real sockets, sim-tcp and sim-udp the
+simulator in stream and datagram mode) x semantics x loss (plus any other
+faults), runs each cell, audits the ledger against what every client was
+told, prints one table per transport and a TCP-vs-UDP table, and writes
+results/retries.{json,csv,md,png}.
 With ``--fault-backend kernel`` the kernel drops the packets instead
 (``experiments.kernel_backend``; root, Linux).
 
@@ -32,7 +34,7 @@ from experiments.framework.options import (
     probability,
 )
 from experiments.retries_report import plot, render
-from experiments.runner import ALL_TRANSPORTS, Cell, run_cell
+from experiments.runner import ALL_TRANSPORTS, SIMULATED, Cell, run_cell
 from transports.faults import FaultSpec
 from transports.retry import POLICY_NAMES, parse_policy
 from transports.semantics import Semantics
@@ -52,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure duplicates, lost and unknown operations of bank deposits and "
         "withdrawals under loss and retries, per transport and call semantics.",
     )
-    p.add_argument("--transports", type=csv_list(choice(ALL_TRANSPORTS)), default="tcp,udp,sim")
+    p.add_argument(
+        "--transports",
+        type=csv_list(choice(ALL_TRANSPORTS)),
+        default=",".join(ALL_TRANSPORTS),
+        help="tcp and udp: real loopback sockets; sim-tcp and sim-udp: the simulator "
+        "(virtual time) in stream (TCP-like) and datagram mode",
+    )
     p.add_argument("--semantics", type=csv_list(choice(SEMANTICS)), default=",".join(SEMANTICS))
     p.add_argument(
         "--loss",
@@ -167,7 +175,7 @@ def label(cell: Cell) -> str:
 
 
 def cost(cell: Cell) -> tuple[int, float]:
-    """Rough wall-clock rank: real transports wait out timeouts, UDP most, sim least."""
+    """Rough wall-clock rank: real transports wait out timeouts, UDP most, the simulator least."""
     return (
         ALL_TRANSPORTS.index(cell.transport) if cell.transport != "udp" else -1,
         -cell.faults.loss,
@@ -201,8 +209,8 @@ def kernel_cells(cfg: RetriesConfig) -> list[Cell]:
     reason = skip_reason(cfg.rate)
     if reason is not None:
         raise ValueError(reason)
-    if "sim" in cfg.transports:
-        raise ValueError("the kernel backend runs tcp and udp only (sim has no kernel)")
+    if any(transport in SIMULATED for transport in cfg.transports):
+        raise ValueError("the kernel backend runs tcp and udp only (the simulator has no kernel)")
     return cells(cfg)
 
 

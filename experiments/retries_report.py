@@ -14,7 +14,7 @@ from experiments.framework.experiment import Environment
 from experiments.framework.plots import Panel, Plot, Series
 from experiments.framework.tables import Column, section, table
 
-COLOURS = {"tcp": "tab:blue", "udp": "tab:orange", "sim": "tab:green"}
+COLOURS = {"tcp": "tab:blue", "udp": "tab:orange", "sim-tcp": "tab:cyan", "sim-udp": "tab:red"}
 LOSS_AXIS = "loss probability per message, each direction"
 
 TRANSPORT_COLUMNS: tuple[Column[BankRecord], ...] = (
@@ -69,7 +69,7 @@ def caption(records: Sequence[BankRecord], transport: str, env: Environment) -> 
         f"faults [{r.faults or 'none'}] with loss per row, policy {r.policy}, "
         f"max attempts {attempts} (maybe: 1); Python {env['python']} on {env['platform']}, "
         f"{env['cpus']} CPUs. Cells read measured / predicted count ('!' = outside 4 sigma)."
-        + (" Latencies are virtual time." if transport == "sim" else "")
+        + (" Latencies are virtual time." if transport.startswith("sim") else "")
     )
 
 
