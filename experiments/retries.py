@@ -2,9 +2,9 @@
 
 Sweeps transports x client timeouts x semantics x loss (plus any other
 faults), runs each cell, audits the ledger against what every client was
-told, prints one table per transport and timeout and TCP next to UDP per
-timeout (sim-tcp next to sim-udp too), and writes
-results/retries.{json,csv,md,png}. With ``--fault-backend kernel``
+told, prints one table per transport and timeout, TCP next to UDP per timeout
+(sim-tcp next to sim-udp too) and a reading computed from the run's numbers,
+and writes results/retries.{json,csv,md,png}. With ``--fault-backend kernel``
 the kernel drops the packets instead (``experiments.kernel_backend``; root,
 Linux).
 
@@ -28,7 +28,8 @@ loss 0.3 only.
 This module is the template of an experiment: a parser, the frozen config it
 builds once (``RetriesConfig``), the cells, how one cell runs into a typed
 record, and the ``Experiment`` declaration that ``run_experiment`` carries
-out; the tables and plot are in ``experiments.retries_report``.
+out; the tables and plot are in ``experiments.retries_report``, the reading
+in ``experiments.retries_reading``.
 """
 
 from __future__ import annotations

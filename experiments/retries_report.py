@@ -3,8 +3,8 @@
 One table per transport and timeout (measured / predicted counts, latency
 percentiles), captioned with seed, fault model, policy, environment and the
 model that predicts it; then TCP next to UDP per timeout (and sim-tcp next to
-sim-udp); and the plot of duplicates and p99 latency against loss, one row
-per timeout.
+sim-udp); then the reading of the run (``experiments.retries_reading``); and
+the plot of duplicates and p99 latency against loss, one row per timeout.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from experiments.cell_record import AUDIT_COLUMNS, TCP_TRANSPORTS, BankRecord
 from experiments.framework.experiment import Environment
 from experiments.framework.plots import Panel, Plot, Series
 from experiments.framework.tables import Column, section, table
+from experiments.retries_reading import PAIRS, reading, timeout_text
 from transports.faults import FaultSpec, TcpRecovery
 
 COLOURS = {"tcp": "tab:blue", "udp": "tab:orange", "sim-tcp": "tab:cyan", "sim-udp": "tab:red"}
 LOSS_AXIS = "loss probability per message, each direction"
-#: (TCP-like, datagram) transports compared side by side, real sockets first.
-PAIRS = (("tcp", "udp"), ("sim-tcp", "sim-udp"))
 
 TRANSPORT_COLUMNS: tuple[Column[BankRecord], ...] = (
     Column("semantics", lambda r: r.semantics),
@@ -38,11 +37,6 @@ TCP_MODEL = (
     "retransmission schedule decides the call; it ignores head-of-line blocking "
     "between calls, so '!' at short timeouts measures that blocking)"
 )
-
-
-def timeout_text(seconds: float) -> str:
-    """``50 ms``, ``1 s``, ``1.5 s``."""
-    return f"{seconds * 1000:g} ms" if seconds < 1.0 else f"{seconds:g} s"
 
 
 def transport_table(records: Sequence[BankRecord]) -> str:
@@ -115,7 +109,7 @@ def groups(records: Iterable[BankRecord]) -> dict[tuple[str, float], list[BankRe
 
 
 def render(records: Sequence[BankRecord], env: Environment, *, kernel: bool = False) -> str:
-    """All tables as plain text.
+    """All tables as plain text, then the reading.
 
     Per transport pair (tcp/udp, then sim-tcp/sim-udp): one table per
     transport and timeout, then the two side by side per timeout.
@@ -133,6 +127,9 @@ def render(records: Sequence[BankRecord], env: Environment, *, kernel: bool = Fa
                     parts.append(section(caption(group, transport, env), transport_table(group)))
         if len(pair) == 2 and all(t in transports for t in pair):
             parts += _side_by_side(records, pair, timeouts, kernel)
+    lines = reading(records)
+    if lines:
+        parts.append(section("Reading (from this run's numbers)", "\n".join(lines)))
     return "\n\n".join(parts)
 
 

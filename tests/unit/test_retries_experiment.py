@@ -15,10 +15,11 @@ import pytest
 from experiments import retries
 from experiments.audit import Audit
 from experiments.cell_record import BankRecord, model_prediction
+from experiments.retries_reading import reading
 from experiments.retries_report import render
 from experiments.runner import Cell
 from transports.faults import FaultSpec
-from transports.retry import parse_policy
+from transports.retry import RetryPolicy, parse_policy
 from transports.semantics import Semantics
 
 ENV = {"python": "3.11", "platform": "test", "cpus": 2}
@@ -161,6 +162,7 @@ def test_a_simulator_run_writes_tables_side_by_side_and_the_reading(tmp_path: Pa
         "## sim-udp, timeout 1 s:",
         "## sim-tcp vs sim-udp, timeout 50 ms",
         "## sim-tcp vs sim-udp, timeout 1 s",
+        "## Reading (from this run's numbers)",
     ):
         assert heading in text
     assert "predicted by the TCP model" in text and "predicted by the analytic model" in text
@@ -169,17 +171,78 @@ def test_a_simulator_run_writes_tables_side_by_side_and_the_reading(tmp_path: Pa
         (t, s) for t in ("sim-tcp", "sim-udp") for s in (0.05, 1.0)
     }
     assert all("predicted" in c and "no_prediction" not in c for c in cells)
+    # The reading's numbers are the run's own.
+    alo = {
+        (c["transport"], c["timeout"], c["loss"]): c
+        for c in cells
+        if c["semantics"] == "at-least-once"
+    }
+    tcp, udp = alo[("sim-tcp", 0.05, 0.3)], alo[("sim-udp", 0.05, 0.3)]
+    line = text.split("## Reading")[1].splitlines()[2]
+    assert line.startswith("At a 50 ms timeout and loss 0.3, at-least-once over sim-tcp")
+    assert f"sim-tcp duplicated {tcp['duplicated']} (of 100; sim-udp {udp['duplicated']})" in line
+
+
+def record(transport: str, timeout: float, duplicated: int, unknown: int, p99: float,
+           semantics: str = "at-least-once", loss: float = 0.3) -> BankRecord:  # fmt: skip
+    audit = Audit(
+        ops=200, ok=200 - unknown, failed=0, unknown=unknown, executions=200 + duplicated,
+        duplicated=duplicated, phantom=unknown, phantom_failed=0, lost=0, money_drift=0,
+        attempts=300, p50_ms=1.0, p99_ms=p99, max_ms=p99,
+    )  # fmt: skip
+    policy = RetryPolicy.from_name("fixed", timeout=timeout)
+    return BankRecord(
+        transport=transport, semantics=semantics, loss=loss, faults=f"loss={loss}",
+        policy=policy.describe(), timeout=timeout, max_attempts=5, clients=20, seed=1,
+        audit=audit, seconds=1.0,
+    )  # fmt: skip
+
+
+def test_the_reading_names_a_mechanism_only_where_the_numbers_point_its_way() -> None:
+    records = [
+        record("tcp", 0.05, 101, 132, 258.0), record("udp", 0.05, 65, 10, 255.0),
+        record("tcp", 1.0, 25, 6, 1700.0), record("udp", 1.0, 65, 10, 5008.0),
+        record("sim-tcp", 0.05, 173, 140, 250.0), record("sim-udp", 0.05, 65, 10, 250.0),
+        record("sim-tcp", 1.0, 26, 6, 5000.0), record("sim-udp", 1.0, 65, 10, 5000.0),
+        record("tcp", 1.0, 0, 0, 9.0, loss=0.0), record("udp", 1.0, 0, 0, 9.0, loss=0.0),
+    ]  # fmt: skip
+    first, second, third = reading(records)
+    assert first == (
+        "At a 50 ms timeout and loss 0.3, at-least-once over tcp duplicated 101 (of 200; udp "
+        "65), left 132 unknown (udp 10) and took p99 258 ms (udp 255 ms): the timeout is "
+        "shorter than TCP's 200 ms retransmission timeout, so the retry queues behind the lost "
+        "message on the same connection, and both execute."
+    )
+    assert second.startswith("At 1 s, tcp duplicated 25 (of 200; udp 65), left 6 unknown")
+    assert "the timeout outlasts TCP's 200 ms retransmission timeout" in second
+    assert third == (
+        "The simulator (virtual time, same fault decisions) orders them the same way: sim-tcp "
+        "duplicated 173 / 26, sim-udp 65 / 65 (at 50 ms and 1 s)."
+    )
+    # Numbers against the mechanism: no mechanism claimed.
+    flipped = [record("tcp", 0.05, 10, 5, 1.0), record("udp", 0.05, 65, 10, 1.0)]
+    (line,) = reading(flipped)
+    assert line.endswith(": tcp had fewer duplicated than udp here.")
+
+
+def test_no_reading_without_a_pair_or_without_loss() -> None:
+    assert reading([record("tcp", 0.05, 1, 1, 1.0), record("sim-udp", 0.05, 1, 1, 1.0)]) == []
+    no_loss = [record(t, 0.05, 0, 0, 1.0, loss=0.0) for t in ("tcp", "udp")]
+    assert reading(no_loss) == []
+
+
+def test_the_reading_of_maybe_compares_unknown_outcomes() -> None:
+    records = [
+        record("sim-tcp", 0.05, 0, 170, 50.0, semantics="maybe"),
+        record("sim-udp", 0.05, 0, 100, 50.0, semantics="maybe"),
+    ]
+    (line,) = reading(records)
+    assert "maybe over sim-tcp" in line and "what the client sends next waits behind it" in line
 
 
 def test_a_caption_says_why_a_cell_has_no_prediction() -> None:
-    audit = Audit(
-        ops=1, ok=1, failed=0, unknown=0, executions=1, duplicated=0, phantom=0,
-        phantom_failed=0, lost=0, money_drift=0, attempts=1, p50_ms=1.0, p99_ms=1.0, max_ms=1.0,
-    )  # fmt: skip
-    r = BankRecord(
-        transport="udp", semantics="maybe", loss=0.0, faults="dup=0.1", policy="fixed(50ms)",
-        timeout=0.05, max_attempts=1, clients=1, seed=1, audit=audit, seconds=0.1,
-        no_prediction="faults beyond independent loss",
-    )  # fmt: skip
+    r = dataclasses.replace(
+        record("udp", 0.05, 1, 1, 1.0), no_prediction="faults beyond independent loss"
+    )
     text = render([r], ENV)
     assert "No prediction where faults beyond independent loss." in text
