@@ -3,9 +3,14 @@
 Shared by the experiments built on ``experiments.runner`` cells (retries, its
 kernel backend, crashes): ``bank_record`` turns a ``CellRun`` into a
 ``BankRecord`` (the cell's settings, the audit, the wall-clock time and,
-where the model's assumptions hold, the prediction and whether each count
-agrees with it); ``AUDIT_COLUMNS`` are the audit's table columns, the
-predicted ones reading ``measured / predicted``.
+where a model's assumptions hold, the prediction and whether each count
+agrees with it, else why there is none); ``AUDIT_COLUMNS`` are the audit's
+table columns, the predicted ones reading ``measured / predicted``.
+
+Two models: ``experiments.analytic`` for datagrams (udp, sim-udp) and for
+TCP whose lost message resets the connection (``tcp=reset``), and
+``experiments.tcp_prediction`` for TCP that retransmits (tcp, sim-tcp; the
+fault layer's default ``tcp=retransmit``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from experiments.analytic import Prediction, agrees, predict
 from experiments.audit import Audit
 from experiments.framework.records import FLATTEN, OMIT_NONE, Record
 from experiments.framework.tables import Column
-from experiments.runner import CellRun
+from experiments.runner import Cell, CellRun
+from experiments.tcp_prediction import calls_per_client, predict_tcp
+from transports.faults import FaultSpec, TcpRecovery
+from transports.retry import OnTimeout
 
 PREDICTED = ("ok", "unknown", "duplicated", "phantom")
 
@@ -40,6 +48,7 @@ class BankRecord(Record):
     loss: float
     faults: str
     policy: str
+    timeout: float  # the policy's attempt timeout, seconds
     max_attempts: int
     clients: int
     seed: int
@@ -47,16 +56,57 @@ class BankRecord(Record):
     seconds: float
     predicted: Prediction | None = field(default=None, metadata=OMIT_NONE)  # rounded
     agrees: Agreement | None = field(default=None, metadata=OMIT_NONE)
+    no_prediction: str | None = field(default=None, metadata=OMIT_NONE)  # why, when none
+
+
+#: The transports whose lost messages TCP retransmits (unless ``tcp=reset``).
+TCP_TRANSPORTS = ("tcp", "sim-tcp")
+
+
+def retransmits(cell: Cell) -> bool:
+    """A TCP cell whose fault layer retransmits lost messages as TCP does (``tcp=retransmit``)."""
+    return cell.transport in TCP_TRANSPORTS and cell.faults.tcp is TcpRecovery.RETRANSMIT
+
+
+def model_prediction(cell: Cell) -> Prediction | str:
+    """The prediction for ``cell``, or why there is none (see ANALYSIS.md)."""
+    if retransmits(cell):
+        return _tcp_prediction(cell)
+    spec = cell.faults
+    if spec.dup or spec.reorder or spec.corrupt or spec.ge_p or spec.reset or spec.crash:
+        return "faults beyond independent loss and app_fail"
+    return predict(cell.semantics.value, spec.loss, cell.attempts_allowed, app_fail=spec.app_fail)
+
+
+def _tcp_prediction(cell: Cell) -> Prediction | str:
+    spec = cell.faults
+    absorbed = FaultSpec(
+        loss=spec.loss, dup=spec.dup, reorder=spec.reorder, reorder_gap=spec.reorder_gap
+    )
+    if spec != absorbed:  # TCP absorbs duplicates and reordering
+        return "TCP model: faults beyond loss"
+    if spec.loss >= 1.0:
+        return "TCP model: loss 1 never opens a connection"
+    if cell.policy.on_timeout is OnTimeout.RECONNECT:
+        return "TCP model: on-timeout=reconnect opens a connection per timeout"
+    prediction = predict_tcp(
+        cell.semantics.value,
+        spec.loss,
+        cell.attempts_allowed,
+        cell.policy,
+        calls_per_client(cell.ops, cell.clients),
+    )
+    return (
+        "TCP model: random attempt times (jittered or adaptive policy)"
+        if prediction is None
+        else prediction
+    )
 
 
 def prediction_for(run: CellRun) -> Prediction | None:
-    """The analytic prediction, where the model's assumptions hold (see ANALYSIS.md)."""
-    spec = run.cell.faults
-    if spec.dup or spec.reorder or spec.corrupt or spec.ge_p or spec.reset or spec.crash:
-        return None
-    return predict(
-        run.cell.semantics.value, spec.loss, run.cell.attempts_allowed, app_fail=spec.app_fail
-    )
+    """The prediction, where a model's assumptions hold (see ANALYSIS.md)."""
+    found = model_prediction(run.cell)
+    return None if isinstance(found, str) else found
 
 
 def judged(audit: Audit, prediction: Prediction) -> tuple[Prediction, Agreement]:
@@ -74,8 +124,10 @@ def bank_record(run: CellRun, prediction: Prediction | None = None) -> BankRecor
     Records with more columns extend it: ``Kind(**vars(bank_record(run)), ...)``.
     """
     cell = run.cell
+    reason = None
     if prediction is None:
-        prediction = prediction_for(run)
+        found = model_prediction(cell)
+        prediction, reason = (None, found) if isinstance(found, str) else (found, None)
     predicted, agreement = (None, None) if prediction is None else judged(run.audit, prediction)
     return BankRecord(
         transport=cell.transport,
@@ -83,6 +135,7 @@ def bank_record(run: CellRun, prediction: Prediction | None = None) -> BankRecor
         loss=cell.faults.loss,
         faults=cell.faults.to_spec(),
         policy=cell.policy.describe(),
+        timeout=cell.policy.timeout,
         max_attempts=cell.attempts_allowed,
         clients=cell.clients,
         seed=cell.seed,
@@ -90,6 +143,7 @@ def bank_record(run: CellRun, prediction: Prediction | None = None) -> BankRecor
         seconds=round(run.seconds, 3),
         predicted=predicted,
         agrees=agreement,
+        no_prediction=reason,
     )
 
 

@@ -3,15 +3,18 @@
 Role: put two runs of an experiment (for example the in-process fault backend
 against the kernel one, or two policies) next to each other. Both files have
 the shape ``experiments.framework.results.write_results`` writes (a ``cells`` list); cells
-are matched on (transport, semantics, loss). Each metric column reads
+are matched on (transport, semantics, loss, timeout). Each metric column reads
 ``A -> B (delta)``, delta = B - A. Cells present in only one file are listed
-below the table.
+below the table. Older files carry no ``timeout`` column: it is read from the
+policy (``fixed(timeout=100ms)``), and their transport ``sim`` (the datagram
+simulator, now ``sim-udp``) simply has no counterpart in newer files.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 from tabulate import tabulate
 
 Record = dict[str, Any]
-Key = tuple[str, str, float]
+Key = tuple[str, str, float, float | None]  # transport, semantics, loss, timeout (s)
 DEFAULT_METRICS = ("ok", "unknown", "duplicated", "phantom", "attempts", "p50_ms", "p99_ms")
 LATENCY_SUFFIX = "_ms"
 
@@ -46,7 +49,28 @@ def load(path: Path) -> tuple[dict[str, Any], list[Record]]:
 
 
 def key(cell: Record) -> Key:
-    return (str(cell["transport"]), str(cell["semantics"]), float(cell["loss"]))
+    return (str(cell["transport"]), str(cell["semantics"]), float(cell["loss"]), timeout(cell))
+
+
+_POLICY_TIMEOUT = re.compile(r"timeout=([0-9.]+(?:[eE][-+]?[0-9]+)?)(us|ms|s)\b")
+_PER_SECOND = {"us": 1e6, "ms": 1e3, "s": 1.0}
+
+
+def timeout(cell: Record) -> float | None:
+    """The cell's attempt timeout: its ``timeout`` column, else read from its policy."""
+    value = _number(cell.get("timeout"))
+    if value is not None:
+        return value
+    match = _POLICY_TIMEOUT.search(str(cell.get("policy", "")))
+    if match is None:
+        return None
+    return float(match.group(1)) / _PER_SECOND[match.group(2)]
+
+
+def timeout_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds * 1000:g}ms" if seconds < 1.0 else f"{seconds:g}s"
 
 
 def _number(value: Any) -> float | None:
@@ -75,7 +99,16 @@ def compare(
     for cell in a:
         other = by_key.get(key(cell))
         if other is not None:
-            rows.append([*key(cell), *(cell_text(m, cell.get(m), other.get(m)) for m in metrics)])
+            transport, semantics, loss, seconds = key(cell)
+            rows.append(
+                [
+                    transport,
+                    semantics,
+                    loss,
+                    timeout_text(seconds),
+                    *(cell_text(m, cell.get(m), other.get(m)) for m in metrics),
+                ]
+            )
     keys_a = {key(cell) for cell in a}
     only_a = [key(cell) for cell in a if key(cell) not in by_key]
     only_b = [key(cell) for cell in b if key(cell) not in keys_a]
@@ -107,7 +140,7 @@ def render(
     doc_a, cells_a = load(path_a)
     doc_b, cells_b = load(path_b)
     rows, only_a, only_b = compare(cells_a, cells_b, metrics)
-    headers = ["transport", "semantics", "loss", *metrics]
+    headers = ["transport", "semantics", "loss", "timeout", *metrics]
     parts = [
         describe(labels[0], path_a, doc_a),
         describe(labels[1], path_b, doc_b),
@@ -119,7 +152,9 @@ def render(
     ]
     for label, only in ((labels[0], only_a), (labels[1], only_b)):
         if only:
-            listed = ", ".join(f"{t} {s} loss={loss:g}" for t, s, loss in only)
+            listed = ", ".join(
+                f"{t} {s} loss={loss:g} timeout={timeout_text(secs)}" for t, s, loss, secs in only
+            )
             parts.append(f"only in {label}: {listed}")
     return "\n".join(parts)
 

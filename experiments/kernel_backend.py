@@ -120,6 +120,9 @@ async def _run(
     return [result for client in per_client for result in client]
 
 
+KERNEL_TCP = "kernel TCP: packets (and ACKs) lost, recovered as the model does not (RACK, SACK)"
+
+
 @dataclass(frozen=True, kw_only=True)
 class KernelRecord(BankRecord):
     """A retries record whose faults the kernel made, with its packet counters."""
@@ -134,12 +137,13 @@ def kernel_record(kernel: KernelRun) -> KernelRecord:
     """The usual record, marked as kernel faults, with the kernel's packet counters.
 
     The analytic model assumes loss per *message*. Under TCP the kernel loses
-    packets that TCP then retransmits, so the model's prediction does not apply
-    and is left out; for UDP one message is one packet and it stays.
+    packets (ACKs included) that TCP then retransmits, with the recovery the
+    fault layer's TCP model leaves out (RACK, SACK), so no prediction is given;
+    for UDP one message is one packet and it stays.
     """
     base = dict(vars(bank_record(kernel.run)))
     if kernel.run.cell.transport == "tcp":
-        base.update(predicted=None, agrees=None)
+        base.update(predicted=None, agrees=None, no_prediction=KERNEL_TCP)
     packet_loss = {
         f"pkt_loss_{direction.replace('->', '_')}": round(
             counts.get("dropped", 0) / max(1, counts.get("packets", 0)), 4

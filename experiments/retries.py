@@ -1,20 +1,41 @@
 """``python -m experiments.retries``: non-idempotent bank operations under retries.
 
-Sweeps transports x semantics x loss (plus any other faults), runs each cell,
-audits the ledger against what every client was told, prints one table per
-transport and a TCP-vs-UDP table, and writes results/retries.{json,csv,md,png}.
-With ``--fault-backend kernel`` the kernel drops the packets instead
-(``experiments.kernel_backend``; root, Linux).
+Sweeps transports x client timeouts x semantics x loss (plus any other
+faults), runs each cell, audits the ledger against what every client was
+told, prints one table per transport and timeout, TCP next to UDP per timeout
+(sim-tcp next to sim-udp too) and a reading computed from the run's numbers,
+and writes results/retries.{json,csv,md,png}. With ``--fault-backend kernel``
+the kernel drops the packets instead (``experiments.kernel_backend``; root,
+Linux).
+
+Transports: ``tcp`` and ``udp`` over real loopback sockets, ``sim-tcp`` and
+``sim-udp`` the simulator in stream and datagram mode (virtual time). A lost
+TCP message is retransmitted as Linux does (200 ms, then 400, 800 ms ...),
+and later messages wait behind it; a lost datagram is gone. The default
+timeouts, 50 ms and 1 s, lie either side of that first retransmission: below
+it a TCP client retries into the queue behind the lost message and both
+copies execute; above it TCP hides most losses that UDP must retry.
+
+Runtime (the default run: 4 transports x 2 timeouts x 4 semantics x 3 losses,
+96 cells, about 50 s on 2 cores): real cells wait in real time, UDP ones out
+their 1 s timeouts (an operation that gives up waits 5 s) and TCP ones out
+the retransmissions, so a real cell lasts as long as its slowest client.
+Hence 200 operations spread over 20 clients (10 each), losses 0, 0.1 and 0.3
+(0.2 would add about half a minute), and 3 cells per CPU at once (they mostly
+sleep; the slowest start first). ``--quick`` (about 15 s): 40 operations and
+loss 0.3 only.
 
 This module is the template of an experiment: a parser, the frozen config it
 builds once (``RetriesConfig``), the cells, how one cell runs into a typed
 record, and the ``Experiment`` declaration that ``run_experiment`` carries
-out; the tables and plot are in ``experiments.retries_report``.
+out; the tables and plot are in ``experiments.retries_report``, the reading
+in ``experiments.retries_reading``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -28,21 +49,28 @@ from experiments.framework.options import (
     choice,
     config_from,
     csv_list,
+    duration,
     error,
     probability,
 )
 from experiments.retries_report import plot, render
-from experiments.runner import ALL_TRANSPORTS, Cell, run_cell
+from experiments.runner import ALL_TRANSPORTS, SIMULATED, Cell, run_cell
 from transports.faults import FaultSpec
 from transports.retry import POLICY_NAMES, parse_policy
 from transports.semantics import Semantics
+from transports.tcp_model import TCP_RTO_MIN
 
 SEMANTICS = tuple(s.value for s in Semantics)
-DEFAULT_LOSS = "0,0.01,0.05,0.1,0.2,0.3"
-QUICK_LOSS = (0.0, 0.1, 0.3)
-#: Cells at once: they mostly wait out retry timeouts, so even a 2-CPU machine
-#: runs three side by side without slowing one another down much.
-DEFAULT_JOBS = min(3, os.cpu_count() or 1)
+DEFAULT_LOSS = "0,0.1,0.3"
+#: One timeout below TCP's first retransmission (200 ms on loopback), one above.
+DEFAULT_TIMEOUTS = "50ms,1s"
+DEFAULT_OPS = 200
+DEFAULT_CLIENTS = 20
+QUICK_LOSS = (0.3,)
+QUICK_OPS = 40
+#: Cells at once: real cells mostly wait out timeouts and retransmissions, so
+#: even a 2-CPU machine runs six side by side without slowing one another much.
+DEFAULT_JOBS = min(8, 3 * (os.cpu_count() or 1))
 BACKENDS = ("in-process", "kernel")
 
 
@@ -52,7 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure duplicates, lost and unknown operations of bank deposits and "
         "withdrawals under loss and retries, per transport and call semantics.",
     )
-    p.add_argument("--transports", type=csv_list(choice(ALL_TRANSPORTS)), default="tcp,udp,sim")
+    p.add_argument(
+        "--transports",
+        type=csv_list(choice(ALL_TRANSPORTS)),
+        default=",".join(ALL_TRANSPORTS),
+        help="tcp and udp: real loopback sockets; sim-tcp and sim-udp: the simulator "
+        "(virtual time) in stream (TCP-like) and datagram mode",
+    )
     p.add_argument("--semantics", type=csv_list(choice(SEMANTICS)), default=",".join(SEMANTICS))
     p.add_argument(
         "--loss",
@@ -61,20 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="independent loss of each message, each direction (one cell per value)",
     )
     p.add_argument(
+        "--timeouts",
+        type=csv_list(duration),
+        default=DEFAULT_TIMEOUTS,
+        help="the client's timeout per attempt, e.g. 50ms,1s (one cell per value; "
+        "TCP's first retransmission comes after 200 ms)",
+    )
+    p.add_argument(
         "--faults",
         default="",
         metavar="SPEC",
         help="other faults for every cell, e.g. 'dup=0.02,delay=1ms,app_fail=0.1'",
     )
-    p.add_argument("--ops", type=int, default=400, help="logical operations per cell")
-    p.add_argument("--clients", type=int, default=8, help="concurrent clients per cell")
+    p.add_argument("--ops", type=int, default=DEFAULT_OPS, help="logical operations per cell")
+    p.add_argument(
+        "--clients", type=int, default=DEFAULT_CLIENTS, help="concurrent clients per cell"
+    )
     p.add_argument("--max-attempts", type=int, default=5)
     p.add_argument(
         "--policy",
-        default="fixed:timeout=100ms",
+        default="fixed",
         metavar="NAME[:k=v,...]",
-        help=f"retry policy, one of {', '.join(POLICY_NAMES)}, with optional "
-        "timeout=, base=, cap= (e.g. expo-full:timeout=20ms,cap=200ms)",
+        help=f"retry policy, one of {', '.join(POLICY_NAMES)}, with optional base=, cap= "
+        "and on-timeout= (e.g. expo-full:cap=200ms); the timeout comes from --timeouts",
     )
     p.add_argument(
         "--fault-backend",
@@ -91,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_JOBS,
         help="cells run at once, each in its own process (1: one after another)",
     )
-    add_output_options(p, "retries", quick="a fast smoke run: fewer ops and losses")
+    add_output_options(p, "retries", quick="a fast smoke run (~15 s): 40 ops, loss 0.3 only")
     return p  # fmt: skip
 
 
@@ -102,11 +145,12 @@ class RetriesConfig:
     transports: tuple[str, ...]
     semantics: tuple[str, ...]
     loss: tuple[float, ...]
+    timeouts: tuple[float, ...]  # seconds, one cell each
     faults: str  # other faults, as given (FaultSpec syntax)
     ops: int
     clients: int
     max_attempts: int
-    policy: str  # as given (parse_policy syntax)
+    policy: str  # as given (parse_policy syntax, without timeout=)
     fault_backend: str
     rate: str | None
     seed: int
@@ -121,7 +165,7 @@ def config(args: argparse.Namespace) -> RetriesConfig:
     """The config of parsed ``args``; ``ValueError`` (or ``FaultSpecError``) if refused."""
     changes: dict[str, object] = {}
     if args.quick:
-        changes.update(ops=min(args.ops, 100), loss=QUICK_LOSS)
+        changes.update(ops=min(args.ops, QUICK_OPS), loss=QUICK_LOSS)
     if args.fault_backend == "kernel" and args.transports == list(ALL_TRANSPORTS):
         changes["transports"] = ("tcp", "udp")  # the default: the sim has no kernel
     cfg = config_from(RetriesConfig, args, **changes)
@@ -129,11 +173,28 @@ def config(args: argparse.Namespace) -> RetriesConfig:
         raise ValueError("--rate needs --fault-backend kernel")
     if cfg.jobs < 1:
         raise ValueError("--jobs must be at least 1")
+    if len(set(cfg.timeouts)) != len(cfg.timeouts):
+        raise ValueError(f"--timeouts names a timeout twice: {_durations(cfg.timeouts)}")
+    if "timeout" in _policy_keys(cfg.policy):
+        raise ValueError("give the timeout with --timeouts, not inside --policy")
     return cfg
 
 
+def _policy_keys(policy: str) -> set[str]:
+    """The parameter names written in a ``--policy`` value."""
+    params = policy.partition(":")[2]
+    return {item.partition("=")[0].strip() for item in params.split(",") if item.strip()}
+
+
+def _durations(seconds: Sequence[float]) -> str:
+    return ", ".join(f"{s * 1000:g}ms" if s < 1 else f"{s:g}s" for s in seconds)
+
+
 def cells(cfg: RetriesConfig) -> list[Cell]:
-    """transports x semantics x loss, every other setting shared; ``ValueError`` if refused."""
+    """transports x semantics x timeout x loss, every other setting shared.
+
+    ``ValueError`` if refused. Each cell's policy is ``--policy`` with that timeout.
+    """
     if cfg.ops < 1 or cfg.clients < 1 or cfg.max_attempts < 1:
         raise ValueError("--ops, --clients and --max-attempts must be at least 1")
     base = FaultSpec.parse(cfg.faults)
@@ -145,13 +206,14 @@ def cells(cfg: RetriesConfig) -> list[Cell]:
             transport=transport,
             semantics=Semantics(semantics),
             faults=base.with_loss(loss),
-            policy=policy,
+            policy=dataclasses.replace(policy, timeout=timeout),
             max_attempts=cfg.max_attempts,
             ops=cfg.ops,
             clients=min(cfg.clients, cfg.ops),
             seed=cfg.seed,
         )
         for transport in cfg.transports
+        for timeout in cfg.timeouts
         for semantics in cfg.semantics
         for loss in cfg.loss
     ]
@@ -163,15 +225,17 @@ def run(_cfg: RetriesConfig, cell: Cell) -> BankRecord:
 
 
 def label(cell: Cell) -> str:
-    return f"{cell.transport} {cell.semantics.value} loss={cell.faults.loss}"
-
-
-def cost(cell: Cell) -> tuple[int, float]:
-    """Rough wall-clock rank: real transports wait out timeouts, UDP most, sim least."""
     return (
-        ALL_TRANSPORTS.index(cell.transport) if cell.transport != "udp" else -1,
-        -cell.faults.loss,
+        f"{cell.transport} timeout={_durations([cell.policy.timeout])} "
+        f"{cell.semantics.value} loss={cell.faults.loss}"
     )
+
+
+def cost(cell: Cell) -> tuple[bool, float]:
+    """Rough wall-clock rank, slowest first: real transports wait out their timeouts
+    (and TCP its 200 ms retransmissions), the simulator waits for nothing."""
+    waits = cell.faults.loss * max(cell.policy.timeout, TCP_RTO_MIN) * cell.ops / cell.clients
+    return (cell.transport in SIMULATED, -waits)
 
 
 def jobs(cfg: RetriesConfig) -> int:
@@ -201,8 +265,8 @@ def kernel_cells(cfg: RetriesConfig) -> list[Cell]:
     reason = skip_reason(cfg.rate)
     if reason is not None:
         raise ValueError(reason)
-    if "sim" in cfg.transports:
-        raise ValueError("the kernel backend runs tcp and udp only (sim has no kernel)")
+    if any(transport in SIMULATED for transport in cfg.transports):
+        raise ValueError("the kernel backend runs tcp and udp only (the simulator has no kernel)")
     return cells(cfg)
 
 

@@ -1,20 +1,24 @@
 """The tables and plot of ``python -m experiments.retries`` (and its kernel backend).
 
-One table per transport (measured / predicted counts, latency percentiles),
-captioned with seed, fault model, policy and environment; then TCP next to
-UDP; and the plot of duplicates and p99 latency against loss.
+One table per transport and timeout (measured / predicted counts, latency
+percentiles), captioned with seed, fault model, policy, environment and the
+model that predicts it; then TCP next to UDP per timeout (and sim-tcp next to
+sim-udp); then the reading of the run (``experiments.retries_reading``); and
+the plot of duplicates and p99 latency against loss, one row per timeout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from experiments.cell_record import AUDIT_COLUMNS, BankRecord
+from experiments.cell_record import AUDIT_COLUMNS, TCP_TRANSPORTS, BankRecord
 from experiments.framework.experiment import Environment
 from experiments.framework.plots import Panel, Plot, Series
 from experiments.framework.tables import Column, section, table
+from experiments.retries_reading import PAIRS, reading, timeout_text
+from transports.faults import FaultSpec, TcpRecovery
 
-COLOURS = {"tcp": "tab:blue", "udp": "tab:orange", "sim": "tab:green"}
+COLOURS = {"tcp": "tab:blue", "udp": "tab:orange", "sim-tcp": "tab:cyan", "sim-udp": "tab:red"}
 LOSS_AXIS = "loss probability per message, each direction"
 
 TRANSPORT_COLUMNS: tuple[Column[BankRecord], ...] = (
@@ -23,18 +27,29 @@ TRANSPORT_COLUMNS: tuple[Column[BankRecord], ...] = (
     *AUDIT_COLUMNS,
 )
 
+#: What each model assumes, for the captions (derivations in experiments/ANALYSIS.md).
+UDP_MODEL = (
+    "the analytic model (independent loss, a timeout above the round trip: a retry "
+    "follows a lost message only)"
+)
+TCP_MODEL = (
+    "the TCP model (the first attempt's round trip through TCP's handshake and "
+    "retransmission schedule decides the call; it ignores head-of-line blocking "
+    "between calls, so '!' at short timeouts measures that blocking)"
+)
+
 
 def transport_table(records: Sequence[BankRecord]) -> str:
     return table(records, TRANSPORT_COLUMNS)
 
 
 def side_by_side_table(records: Sequence[BankRecord], left: str, right: str) -> str:
-    """Matching cells of two transports next to each other."""
-    index = {(r.transport, r.semantics, r.loss): r for r in records}
+    """Matching cells (semantics, loss, timeout) of two transports next to each other."""
+    index = {(r.transport, r.semantics, r.loss, r.timeout): r for r in records}
     pairs = [
-        (r, index[(right, r.semantics, r.loss)])
+        (r, index[(right, r.semantics, r.loss, r.timeout)])
         for r in records
-        if r.transport == left and (right, r.semantics, r.loss) in index
+        if r.transport == left and (right, r.semantics, r.loss, r.timeout) in index
     ]
     columns: list[Column[tuple[BankRecord, BankRecord]]] = [
         Column("semantics", lambda p: p[0].semantics),
@@ -61,72 +76,117 @@ def _pair_columns(
     ]
 
 
-def caption(records: Sequence[BankRecord], transport: str, env: Environment) -> str:
-    r = records[0]
-    attempts = max(x.max_attempts for x in records)
+def tcp_model(record: BankRecord) -> bool:
+    """Whether the record's prediction (if any) is the TCP model's."""
     return (
-        f"{transport}: {r.audit.ops} ops x {r.clients} clients per cell, seed {r.seed}, "
-        f"faults [{r.faults or 'none'}] with loss per row, policy {r.policy}, "
-        f"max attempts {attempts} (maybe: 1); Python {env['python']} on {env['platform']}, "
-        f"{env['cpus']} CPUs. Cells read measured / predicted count ('!' = outside 4 sigma)."
-        + (" Latencies are virtual time." if transport == "sim" else "")
+        record.transport in TCP_TRANSPORTS
+        and FaultSpec.parse(record.faults).tcp is TcpRecovery.RETRANSMIT
     )
 
 
-def by_transport(records: Iterable[BankRecord]) -> dict[str, list[BankRecord]]:
-    groups: dict[str, list[BankRecord]] = {}
+def caption(records: Sequence[BankRecord], transport: str, env: Environment) -> str:
+    r = records[0]
+    attempts = max(x.max_attempts for x in records)
+    model = TCP_MODEL if tcp_model(r) else UDP_MODEL
+    missing = sorted({x.no_prediction for x in records if x.no_prediction})
+    unpredicted = f" No prediction where {'; '.join(missing)}." if missing else ""
+    return (
+        f"{transport}, timeout {timeout_text(r.timeout)}: {r.audit.ops} ops x {r.clients} "
+        f"clients per cell, seed {r.seed}, faults [{r.faults or 'none'}] with loss per row, "
+        f"policy {r.policy}, max attempts {attempts} (maybe: 1); Python {env['python']} on "
+        f"{env['platform']}, {env['cpus']} CPUs. Cells read measured / predicted count "
+        f"('!' = outside 4 sigma), predicted by {model}.{unpredicted}"
+        + (" Latencies are virtual time." if transport.startswith("sim") else "")
+    )
+
+
+def groups(records: Iterable[BankRecord]) -> dict[tuple[str, float], list[BankRecord]]:
+    """The records by (transport, timeout), in the order they first appear."""
+    found: dict[tuple[str, float], list[BankRecord]] = {}
     for r in records:
-        groups.setdefault(r.transport, []).append(r)
-    return groups
+        found.setdefault((r.transport, r.timeout), []).append(r)
+    return found
 
 
 def render(records: Sequence[BankRecord], env: Environment, *, kernel: bool = False) -> str:
-    """All tables as plain text: one per transport, then TCP vs UDP.
+    """All tables as plain text, then the reading.
 
-    ``kernel``: the kernel dropped the packets (not seeded), which the TCP-vs-UDP
-    heading says.
+    Per transport pair (tcp/udp, then sim-tcp/sim-udp): one table per
+    transport and timeout, then the two side by side per timeout.
+    ``kernel``: the kernel dropped the packets (not seeded), which the
+    TCP-vs-UDP heading says.
     """
-    groups = by_transport(records)
-    parts = [
-        section(caption(group, transport, env), transport_table(group))
-        for transport, group in groups.items()
-    ]
-    if "tcp" in groups and "udp" in groups:
-        same = "kernel packet loss (not seeded)" if kernel else "same seed and fault decisions"
-        parts.append(section(f"TCP vs UDP, {same}", side_by_side_table(records, "tcp", "udp")))
+    by_group = groups(records)
+    transports = list(dict.fromkeys(r.transport for r in records))
+    timeouts = list(dict.fromkeys(r.timeout for r in records))
+    parts: list[str] = []
+    for pair in (*PAIRS, *((t,) for t in transports if not any(t in p for p in PAIRS))):
+        for transport in pair:
+            for timeout in timeouts:
+                if (group := by_group.get((transport, timeout))) is not None:
+                    parts.append(section(caption(group, transport, env), transport_table(group)))
+        if len(pair) == 2 and all(t in transports for t in pair):
+            parts += _side_by_side(records, pair, timeouts, kernel)
+    lines = reading(records)
+    if lines:
+        parts.append(section("Reading (from this run's numbers)", "\n".join(lines)))
     return "\n\n".join(parts)
 
 
+def _side_by_side(
+    records: Sequence[BankRecord], pair: tuple[str, ...], timeouts: list[float], kernel: bool
+) -> list[str]:
+    left, right = pair
+    if left == "tcp":
+        same = "kernel packet loss (not seeded)" if kernel else "same seed and fault decisions"
+    else:
+        same = "same seed and fault decisions, virtual time"
+    sections = []
+    for timeout in timeouts:
+        cells = [r for r in records if r.timeout == timeout]
+        heading = f"{left} vs {right}, timeout {timeout_text(timeout)}, {same}"
+        sections.append(section(heading, side_by_side_table(cells, left, right)))
+    return sections
+
+
 def plot(name: str, records: Sequence[BankRecord]) -> Plot:
-    """Duplicates and p99 latency against loss per transport, with the prediction."""
+    """Per timeout: duplicates and p99 latency against loss per transport, with predictions."""
+    rows = []
+    for timeout in dict.fromkeys(r.timeout for r in records):
+        rows.append(_panels([r for r in records if r.timeout == timeout], timeout_text(timeout)))
+    deduplicated = sum(
+        r.audit.duplicated for r in records if r.semantics in ("at-most-once", "exactly-once")
+    )
+    title = f"{name}: operations duplicated under at-most-once and exactly-once: {deduplicated}"
+    return Plot(rows, (12, 4.5 * len(rows)), title)
+
+
+def _panels(records: Sequence[BankRecord], timeout: str) -> tuple[Panel, Panel]:
     duplicates: list[Series] = []
     latencies: list[Series] = []
-    predicted: dict[float, float] = {}
+    predicted: dict[str, dict[float, float]] = {}  # model -> loss -> duplicated fraction
     for (transport, semantics), group in _series(records).items():
         losses = [r.loss for r in group]
         colour = COLOURS.get(transport, "tab:gray")
         if semantics == "at-least-once":
             fraction = [r.audit.duplicated / r.audit.ops for r in group]
             duplicates.append(Series(f"{transport} measured", losses, fraction, "o-", colour))
-            predicted.update((r.loss, r.predicted.duplicated) for r in group if r.predicted)
+            model = "TCP model" if tcp_model(group[0]) else "UDP analytic"
+            line = predicted.setdefault(model, {})
+            line.update((r.loss, r.predicted.duplicated) for r in group if r.predicted)
         if semantics in ("at-least-once", "exactly-once"):
             style = "o-" if semantics == "at-least-once" else "s--"
             p99 = [r.audit.p99_ms for r in group]
             latencies.append(Series(f"{transport} {semantics}", losses, p99, style, colour))
-    if predicted:
-        xs = sorted(predicted)
-        duplicates.append(Series("analytic prediction", xs, [predicted[x] for x in xs], "k:"))
-    deduplicated = sum(
-        r.audit.duplicated for r in records if r.semantics in ("at-most-once", "exactly-once")
-    )
-    panels = (
-        Panel("at-least-once: operations applied twice or more", LOSS_AXIS,
+    for (model, line), style in zip(predicted.items(), ("k:", "k-."), strict=False):
+        xs = sorted(line)
+        duplicates.append(Series(f"{model} prediction", xs, [line[x] for x in xs], style))
+    return (
+        Panel(f"at-least-once, timeout {timeout}: operations applied twice or more", LOSS_AXIS,
               "fraction of operations", duplicates),
-        Panel("p99 latency of a logical operation (sim: virtual time)", LOSS_AXIS,
-              "ms (log scale)", latencies, ylog=True),
+        Panel(f"p99 latency of a logical operation, timeout {timeout} (sim: virtual time)",
+              LOSS_AXIS, "ms (log scale)", latencies, ylog=True),
     )  # fmt: skip
-    title = f"{name}: operations duplicated under at-most-once and exactly-once: {deduplicated}"
-    return Plot([panels], (12, 4.5), title)
 
 
 def _series(records: Sequence[BankRecord]) -> dict[tuple[str, str], list[BankRecord]]:

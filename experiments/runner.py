@@ -1,4 +1,4 @@
-"""Run one experiment cell on a real transport (tcp, udp) or the simulator.
+"""Run one experiment cell on a real transport (tcp, udp) or the simulator (sim-tcp, sim-udp).
 
 A cell is one combination of transport, semantics, fault model, retry policy
 and attempt limit. The runner builds a fresh ledger and server, runs the
@@ -36,7 +36,11 @@ from transports.retry import RetryPolicy, RtoEstimator
 from transports.semantics import Semantics
 from transports.sim import simulate
 
-ALL_TRANSPORTS = ("tcp", "udp", "sim")
+ALL_TRANSPORTS = ("tcp", "udp", "sim-tcp", "sim-udp")
+#: The simulated transports and their mode: ``sim-tcp`` is the TCP-like stream
+#: simulator (``simulate(stream=True)``), ``sim-udp`` the datagram one; ``sim``
+#: is the datagram simulator under the name ``experiments.crashes`` uses.
+SIMULATED = {"sim-tcp": True, "sim-udp": False, "sim": False}
 SESSION_TTL = 10**9  # sessions outlive any cell; expiry is tested elsewhere
 SCRYPT_N = 2**10  # PIN hashing cost: experiments open many ledgers
 SERVER_THREADS = 4  # worker threads of the server (bank logins; see BankService)
@@ -70,32 +74,27 @@ class CellRun:
     server_counters: dict[str, int]
 
 
-def run_cell(cell: Cell, workdir: Path | None = None, *, stream: bool = False) -> CellRun:
-    """Run ``cell`` with a fresh ledger in ``workdir`` (a temporary dir by default).
-
-    ``stream``: the simulator in stream (TCP-like) mode (``transport="sim"`` only).
-    """
-    if stream and cell.transport != "sim":
-        raise ValueError("stream=True is the simulator's TCP-like mode: transport must be sim")
+def run_cell(cell: Cell, workdir: Path | None = None) -> CellRun:
+    """Run ``cell`` with a fresh ledger in ``workdir`` (a temporary dir by default)."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         started = time.perf_counter()
         # The simulator runs on one thread and its server "crashes" keep the
         # ledger object: the in-memory ledger gives the same results, faster.
-        in_memory = cell.transport == "sim"
+        simulated = cell.transport in SIMULATED
         ledger = Ledger(
-            None if in_memory else str(Path(tmp) / "ledger.sqlite3"),
+            None if simulated else str(Path(tmp) / "ledger.sqlite3"),
             fault_point=app_failures(cell.faults.server, cell.seed),
             scrypt_n=SCRYPT_N,
             session_ttl=SESSION_TTL,
-            in_memory=in_memory,
+            in_memory=simulated,
         )
         try:
             plans = plan_operations(cell.seed, cell.clients, cell.ops)
             endpoint = ServerEndpoint(BankService(ledger), cell.semantics)
-            if cell.transport == "sim":
+            if simulated:
                 tokens = open_accounts(ledger, cell.clients, now=0.0)
                 opening = ledger.total_balance()
-                results = run_sim(cell, endpoint, plans, tokens, stream=stream)
+                results = run_sim(cell, endpoint, plans, tokens)
             else:
                 tokens = open_accounts(ledger, cell.clients, now=time.monotonic())
                 opening = ledger.total_balance()
@@ -114,8 +113,6 @@ def run_sim(
     endpoint: ServerEndpoint,
     plans: list[list[Operation]],
     tokens: list[str],
-    *,
-    stream: bool = False,
 ) -> list[CallResult]:
     """The planned operations through the simulator (virtual time); one result each."""
     run = simulate(
@@ -124,7 +121,7 @@ def run_sim(
         lambda _index: cell.retry_settings(),
         faults=cell.faults,
         seed=cell.seed,
-        stream=stream,
+        stream=SIMULATED[cell.transport],
     )
     return [result for client in run.calls for result in client]
 

@@ -261,7 +261,7 @@ def run(_cfg: TcpModelConfig, mc: ModelCell) -> TcpModelRecord:
             samples.append(KernelSample(k.run.audit, round(k.run.seconds, 3), k.packets,
                                         k.loss_tool))  # fmt: skip
     kernel_seconds = time.perf_counter() - started
-    model = run_cell(replace(mc.cell, transport="sim"), stream=True).audit
+    model = run_cell(replace(mc.cell, transport="sim-tcp")).audit
     model_tcp = run_cell(mc.cell).audit if mc.tcp_driver else mc.tcp_reused
     cell = mc.cell
     settings = {

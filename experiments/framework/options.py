@@ -22,13 +22,20 @@ C = TypeVar("C")
 
 
 def csv_list(parse: Callable[[str], T]) -> Callable[[str], list[T]]:
-    """An argparse type for comma-separated values, each checked by ``parse``."""
+    """An argparse type for comma-separated values, each checked by ``parse``.
+
+    A refused item is reported with ``parse``'s own message (argparse would
+    otherwise say only "invalid parse_list value").
+    """
 
     def parse_list(text: str) -> list[T]:
         items = [item.strip() for item in text.split(",") if item.strip()]
         if not items:
-            raise ValueError("expected a comma-separated list")
-        return [parse(item) for item in items]
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        try:
+            return [parse(item) for item in items]
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
 
     return parse_list
 
@@ -46,9 +53,32 @@ def choice(options: Sequence[str]) -> Callable[[str], str]:
 
 def probability(text: str) -> float:
     """An argparse type for a probability in [0, 1]."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a probability in [0, 1]") from None
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise ValueError(f"probability {text} is outside [0, 1]")
+    return value
+
+
+_PER_SECOND = (("ms", 1e3), ("us", 1e6), ("s", 1.0))
+MAX_DURATION = 60.0  # seconds: a longer timeout is taken for a typo (50 for 50ms)
+
+
+def duration(text: str) -> float:
+    """An argparse type for a duration in (0, 60] s: ``50ms``, ``1s``, ``500us`` or ``0.05``."""
+    number, per_second = text.strip(), 1.0
+    for unit, count in _PER_SECOND:
+        if number.endswith(unit):
+            number, per_second = number[: -len(unit)].strip(), count
+            break
+    try:
+        value = float(number) / per_second  # 50 / 1000 is exactly float("0.05")
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration such as 50ms, 1s, 500us or 0.05") from None
+    if not 0.0 < value <= MAX_DURATION:  # also refuses NaN and infinities
+        raise ValueError(f"duration {text} is outside (0, {MAX_DURATION:g}] seconds")
     return value
 
 

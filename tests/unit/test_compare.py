@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from experiments.compare import cell_text, compare, main
+from experiments.compare import cell_text, compare, main, timeout
 
 
 def cell(transport: str, semantics: str, loss: float, **metrics: Any) -> dict[str, Any]:
@@ -41,16 +41,41 @@ def test_cell_text_formats_counts_and_latencies() -> None:
     assert cell_text("ok", None, 5) == "None -> 5"
 
 
-def test_compare_matches_on_transport_semantics_loss() -> None:
+def test_compare_matches_on_transport_semantics_loss_timeout() -> None:
     a = [cell("tcp", "maybe", 0.1, ok=90), cell("udp", "maybe", 0.1), cell("udp", "maybe", 0.2)]
     b = [cell("udp", "maybe", 0.1, ok=81), cell("tcp", "maybe", 0.1, ok=99), cell("tcp", "x", 0)]
+    b.append(cell("udp", "maybe", 0.2, timeout=1.0))  # another timeout: no match
     rows, only_a, only_b = compare(a, b, ["ok"])
     assert rows == [
-        ["tcp", "maybe", 0.1, "90 -> 99 (+9)"],
-        ["udp", "maybe", 0.1, "100 -> 81 (-19)"],
+        ["tcp", "maybe", 0.1, "50ms", "90 -> 99 (+9)"],
+        ["udp", "maybe", 0.1, "50ms", "100 -> 81 (-19)"],
     ]
-    assert only_a == [("udp", "maybe", 0.2)]
-    assert only_b == [("tcp", "x", 0.0)]
+    assert only_a == [("udp", "maybe", 0.2, 0.05)]
+    assert only_b == [("tcp", "x", 0.0, 0.05), ("udp", "maybe", 0.2, 1.0)]
+
+
+def test_timeout_from_the_column_or_an_older_files_policy() -> None:
+    assert timeout({"timeout": 1.0, "policy": "fixed(timeout=50ms)"}) == 1.0
+    assert timeout({"policy": "fixed(timeout=100ms)"}) == 0.1
+    assert timeout({"policy": "expo(timeout=1.5s, base=5ms, cap=1s)"}) == 1.5
+    assert timeout({"policy": "adaptive(RFC 6298 RTO)"}) is None
+    assert timeout({}) is None
+
+
+def test_an_older_file_reads_and_its_sim_cells_have_no_counterpart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before sim-tcp/sim-udp and --timeouts: transport "sim", no timeout column.
+    old = [cell(t, "maybe", 0.1) for t in ("tcp", "udp", "sim")]
+    new = [cell(t, "maybe", 0.1, timeout=0.05) for t in ("tcp", "udp", "sim-tcp", "sim-udp")]
+    a = write(tmp_path / "old.json", old, "python -m experiments.retries")
+    b = write(tmp_path / "new.json", new, "python -m experiments.retries")
+    assert main([str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split()[:4] for line in out.splitlines() if line.startswith(("tcp ", "udp "))]
+    assert rows == [["tcp", "maybe", "0.1", "50ms"], ["udp", "maybe", "0.1", "50ms"]]
+    assert "only in A: sim maybe loss=0.1 timeout=50ms" in out
+    assert "only in B: sim-tcp maybe loss=0.1 timeout=50ms, sim-udp maybe" in out
 
 
 def test_main_prints_side_by_side_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
