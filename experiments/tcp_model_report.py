@@ -58,12 +58,6 @@ out):
   under `maybe` the next operation) is SACKed and RACK retransmits the lost one about
   one RTT later. With 100 ms timeouts the model keeps requests stuck until the probe:
   too many attempts, duplicates and unknowns, and a p50 of 400 ms at loss 0.3.
-- **200 ms against 204 ms.** The fault layer sits above the link's latency, so its RTT
-  samples are 0 and its RTO is exactly 200 ms (50 jiffies); the kernel's srtt of ~0.1 ms
-  rounds it up to 51 jiffies, 204 ms. With a 100 ms timeout the model's probe lands
-  exactly on the next operation's deadline, so that operation times out in the
-  simulator (virtual time, no slack) but not always in the TCP driver (real time);
-  this is where the two model columns part.
 - **The end of a run.** The simulator drains the network after the last client is done,
   so every request TCP still holds reaches the server; the real runs (kernel and TCP
   driver) close the server and abort its connections. Under `maybe` at 100 ms that is
