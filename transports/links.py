@@ -31,8 +31,15 @@ class Links:
         object.__setattr__(self, "passthrough", passthrough)
 
     @classmethod
-    def build(cls, faults: LinkFaults | None, seed: int, name: str, *, stream: bool) -> Links:
-        if faults is None or faults.is_zero:
+    def build(
+        cls, faults: LinkFaults | None, seed: int, name: str, *, stream: bool, always: bool = False
+    ) -> Links:
+        """The links of path ``name``; none where no fault can act, unless ``always``.
+
+        ``always``: build them even then (``passthrough`` links that only
+        count messages), to measure what the fault layer itself costs.
+        """
+        if faults is None or (faults.is_zero and not always):
             return NO_LINKS
         return cls(
             FaultLink(faults, seed, f"{name}/{Direction.REQUEST.value}", stream=stream),

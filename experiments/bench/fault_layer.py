@@ -2,7 +2,8 @@
 
 The server path of one ``text.convert`` request (the TCP or UDP protocol
 object and the endpoint, no socket), without fault links and with a
-zero-probability link per direction (``peers.ZeroFaultContext``), two ways:
+zero-probability link per direction (``ServerContext(faults=LinkFaults())``,
+what ``serve --fault-layer`` runs), two ways:
 
 * ``cpu_cost``: CPU time per request, best of alternating batches. Cheap, but
   on a shared machine it moves by several percent between runs.
@@ -31,13 +32,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.bench.peers import ZeroFaultContext
 from experiments.framework.records import Record
 from services.text import TextService
 from transports.aio.driver import ServerContext
 from transports.aio.tcp import _ServerConnection
 from transports.aio.udp import _ServerProtocol
 from transports.endpoint import ServerEndpoint
+from transports.faults import LinkFaults
 from transports.framing import frame
 from transports.wire import Request, encode_request
 
@@ -96,8 +97,8 @@ def messages(count: int) -> list[bytes]:
 
 def server_path(transport: str, kind: str) -> Callable[[bytes], None]:
     """Hand one encoded request to a fresh server protocol (call on a running loop)."""
-    context = ZeroFaultContext if kind == "with" else ServerContext
-    ctx = context(ServerEndpoint(TextService()))
+    faults = LinkFaults() if kind == "with" else None  # with: every probability zero
+    ctx = ServerContext(ServerEndpoint(TextService()), faults=faults)
     if transport == "tcp":
         tcp = _ServerConnection(ctx, None)
         tcp.connection_made(_NullTransport())

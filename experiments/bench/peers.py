@@ -37,11 +37,9 @@ from typing import Any
 
 from experiments.framework.options import config_from
 from services import text
-from transports.aio.driver import STREAM_READ_SIZE, ServerContext, limit_read_size
+from transports.aio.driver import STREAM_READ_SIZE, limit_read_size
 from transports.aio.udp import size_receive_buffer
-from transports.faults import Direction, FaultLink, LinkFaults
 from transports.framing import SEED_HEADER
-from transports.links import Links
 
 LISTENING = "[LISTENING]"
 HOST = "127.0.0.1"
@@ -117,24 +115,6 @@ def _seed_server() -> None:
         threading.Thread(target=_seed_connection, args=(conn,), daemon=True).start()
 
 
-class ZeroFaultContext(ServerContext):
-    """A server context whose every peer gets fault links with all probabilities zero."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["faults"] = LinkFaults()
-        super().__init__(*args, **kwargs)
-        self._numbered = 0
-
-    def links_for_peer(self, *, stream: bool) -> Links:
-        self._numbered += 1
-        name, spec = f"server-peer{self._numbered}", LinkFaults()
-        request, reply = (
-            FaultLink(spec, self.seed, f"{name}/{d.value}", stream=stream)
-            for d in (Direction.REQUEST, Direction.REPLY)
-        )
-        return Links(request, reply)
-
-
 @dataclass(frozen=True)
 class PeerConfig:
     """How to run one peer (the command line of ``python -m experiments.bench.peers``)."""
@@ -170,13 +150,11 @@ def serve(cfg: PeerConfig) -> int:
     if cfg.peer == "seed":
         _seed_server()
         return 0
-    from services.programs import cli, server
+    from services.programs import cli
 
-    if cfg.fault_layer:
-        # The CLI is the server a user runs; only its context class changes here
-        # (in services.programs.server, which builds it; forked workers inherit the change).
-        server.ServerContext = ZeroFaultContext  # type: ignore[attr-defined]
     argv = ["serve", cfg.service, "--transport", cfg.transport, "--port", "0"]
+    if cfg.fault_layer:
+        argv.append("--fault-layer")
     argv += ["--framing", cfg.framing]
     argv += ["--prime-processes", str(cfg.prime_processes)]  # used by numbers only
     return cli.main([*argv, "--workers", str(cfg.workers)])

@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         "with the network faults done by the kernel (root, Linux; see transports/netns/)",
     )
     serve.add_argument(
+        "--fault-layer",
+        action="store_true",
+        help="put the fault layer in place even when no fault is configured (its links then "
+        "only count messages): what the layer costs, as experiments.fault_layer measures",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -228,6 +234,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         framing=args.framing,
         semantics=Semantics(args.semantics) if args.semantics else None,
         fault_backend=args.fault_backend,
+        fault_layer=args.fault_layer,
         workers=args.workers,
         threads=args.threads,
         prime_processes=args.prime_processes,

@@ -34,6 +34,7 @@ class ServerConfig:
     framing: str = "length"  # TCP: "length" (ours) or "seed" (the lab's)
     semantics: Semantics | None = None  # None: the service's default
     fault_backend: str = "in-process"  # or "kernel"
+    fault_layer: bool = False  # fault links even when no link fault is configured
     workers: int = 1
     threads: int = 4
     prime_processes: int = 1

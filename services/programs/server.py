@@ -159,7 +159,7 @@ async def run_server(
             port=config.port,
             pool=pool,
             limits=limits,
-            faults=None if link.is_zero else link,
+            faults=link if config.fault_layer or not link.is_zero else None,
             seed=config.seed,
             sock=sock,
             on_bad_input=(lambda what: print(f"[REJECTED] {what}", file=sys.stderr))

@@ -33,6 +33,7 @@ from services.text import TextService
 from transports.aio.driver import ServerContext, ServerLimits
 from transports.aio.tcp import _ServerConnection
 from transports.endpoint import RESULT_TOO_LARGE, ServerEndpoint
+from transports.faults import LinkFaults
 from transports.framing import frame
 from transports.semantics import Semantics
 from transports.service import CallContext, JsonObject
@@ -586,23 +587,14 @@ def test_a_single_frame_read_waits_while_the_peer_reads_no_replies() -> None:
     asyncio.run(run())
 
 
-class PassthroughLinkContext(ServerContext):
-    """Every peer gets fault links whose probabilities are all zero."""
-
-    def links_for_peer(self, *, stream: bool) -> Any:
-        from transports.faults import FaultLink, LinkFaults
-        from transports.links import Links
-
-        spec = LinkFaults()
-        return Links(
-            FaultLink(spec, 0, "peer/request", stream=stream),
-            FaultLink(spec, 0, "peer/reply", stream=stream),
-        )
+def passthrough_links_context() -> ServerContext:
+    """Every peer gets fault links whose probabilities are all zero (serve --fault-layer)."""
+    return ServerContext(ServerEndpoint(TextService()), faults=LinkFaults())
 
 
 def test_zero_probability_links_count_every_message() -> None:
     async def run() -> None:
-        connection, transport = connect(PassthroughLinkContext(ServerEndpoint(TextService())))
+        connection, transport = connect(passthrough_links_context())
         reads = text_frames(4)
         for data in [reads[0], reads[1] + reads[2], reads[3]]:
             connection.data_received(data)
@@ -632,9 +624,8 @@ class FakeDatagramTransport(asyncio.DatagramTransport):
 
 def test_zero_probability_links_count_every_datagram_per_peer() -> None:
     from transports.aio.udp import _ServerProtocol
-    from transports.faults import LinkFaults
 
-    ctx = PassthroughLinkContext(ServerEndpoint(TextService()), faults=LinkFaults())
+    ctx = passthrough_links_context()
     server = _ServerProtocol(ctx)
     transport = FakeDatagramTransport()
     server.connection_made(transport)

@@ -227,7 +227,8 @@ class ServerContext:
     def links_for_peer(self, *, stream: bool) -> Links:
         """Server-side fault links for the next peer, numbered in arrival order."""
         self._peers += 1
-        return Links.build(self.faults, self.seed, f"server-peer{self._peers}", stream=stream)
+        name = f"server-peer{self._peers}"
+        return Links.build(self.faults, self.seed, name, stream=stream, always=True)
 
     def execute(
         self,
