@@ -46,6 +46,11 @@ __all__ = [
 BACKEND = "kernel"
 
 
+#: How long a cell waits, at most, for what the clients' kernels still retransmit
+#: after they closed (RTOs back off to seconds under heavy loss).
+KERNEL_DRAIN_SECONDS = 30.0
+
+
 @dataclass(frozen=True)
 class KernelRun:
     run: CellRun
@@ -115,6 +120,8 @@ async def _run(
                     for index, (plan, token) in enumerate(zip(plans, tokens, strict=True))
                 )
             )
+            # Closed sockets still send what the kernel holds: audit once it arrived.
+            await server.drain(KERNEL_DRAIN_SECONDS)
         finally:
             await server.close()
     return [result for client in per_client for result in client]

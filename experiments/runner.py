@@ -44,6 +44,8 @@ SIMULATED = {"sim-tcp": True, "sim-udp": False, "sim": False}
 SESSION_TTL = 10**9  # sessions outlive any cell; expiry is tested elsewhere
 SCRYPT_N = 2**10  # PIN hashing cost: experiments open many ledgers
 SERVER_THREADS = 4  # worker threads of the server (bank logins; see BankService)
+#: At most this long for the server to finish what closing clients sent last.
+DRAIN_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,10 @@ async def _run_real(
                     for index, (plan, token) in enumerate(zip(plans, tokens, strict=True))
                 )
             )
+            # Each client closed after its fault links delivered what they held;
+            # audit once the server has read and run all of it (the simulator,
+            # likewise, lets the network drain).
+            await server.drain(DRAIN_SECONDS)
         finally:
             await server.close()
     return [result for client in per_client for result in client]

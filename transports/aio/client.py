@@ -133,6 +133,15 @@ class RunningServer:
     _close: Callable[[], None]
     closed: bool = False
 
+    async def drain(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` s, until every client connection has closed and no
+        request runs: what the clients sent before closing is executed first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        context = self.context
+        while (context.connections or context.in_flight) and loop.time() < deadline:
+            await asyncio.sleep(0.001)
+
     async def close(self) -> None:
         if not self.closed:
             self.closed = True

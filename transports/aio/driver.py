@@ -112,6 +112,20 @@ def limit_read_size(transport: asyncio.BaseTransport, size: int) -> None:
         transport.max_size = size  # type: ignore[attr-defined]
 
 
+async def until_delivered(link: FaultLink | None) -> None:
+    """Wait until ``link`` has delivered everything it holds back (a closing sender).
+
+    Closing a socket does not take back what the network still carries: TCP
+    sends its queue before the FIN, and datagrams in flight still arrive. The
+    fault layer holds such messages itself, so a channel waits for them first.
+    """
+    if link is not None:
+        loop = asyncio.get_running_loop()
+        wait = link.last_delivery_at - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
 def through_link(
     link: FaultLink | None,
     data: bytes,

@@ -27,6 +27,7 @@ from transports.aio.driver import (
     ServerContext,
     limit_read_size,
     through_link,
+    until_delivered,
 )
 from transports.framing import (
     FramingError,
@@ -339,6 +340,8 @@ class TcpChannel:
             connection.transport.abort()
 
     async def close(self) -> None:
+        """Close gracefully, after the writes the fault link still holds back (as TCP would)."""
+        await until_delivered(self.links.request)
         connection, self.connection = self.connection, None
         if connection is not None and connection.transport is not None:
             connection.transport.close()

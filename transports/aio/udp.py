@@ -16,7 +16,13 @@ import asyncio
 from collections import OrderedDict
 from typing import Any, cast
 
-from transports.aio.driver import Inbox, ServerContext, limit_read_size, through_link
+from transports.aio.driver import (
+    Inbox,
+    ServerContext,
+    limit_read_size,
+    through_link,
+    until_delivered,
+)
 from transports.links import Links
 from transports.wire import MAX_MESSAGE_SIZE
 
@@ -144,6 +150,7 @@ class UdpChannel:
         """A datagram flow has no connection to give up."""
 
     async def close(self) -> None:
+        await until_delivered(self.links.request)  # datagrams in flight still arrive
         if self._transport is not None:
             self._transport.close()
             self._transport = None

@@ -141,6 +141,9 @@ class FaultLink:
         #: RTT sample of the latest handshake; the fault layer sits above the
         #: network latency, so a handshake that lost nothing measures ~0.
         self._handshake_rtt: float | None = NETWORK_RTT
+        #: When the latest message this link let through arrives (``-inf``: none
+        #: yet): a closing client lets the network deliver what it still holds.
+        self.last_delivery_at = -math.inf
         self._passthrough = faults.is_zero
         #: Every message is delivered at once, untouched (no fault can act, and
         #: ``decide`` not overridden): drivers may then skip building a
@@ -192,6 +195,8 @@ class FaultLink:
         else:
             verdict = self._datagram_rules(fate, data, now)
         self.counters.update(verdict.events)
+        for delivery in verdict.deliveries:
+            self.last_delivery_at = max(self.last_delivery_at, delivery.at)
         return verdict
 
     def connect(self, now: float, reply: FaultLink | None = None) -> Handshake:
