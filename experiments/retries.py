@@ -17,9 +17,10 @@ it a TCP client retries into the queue behind the lost message and both
 copies execute; above it TCP hides most losses that UDP must retry.
 
 Runtime (the default run: 4 transports x 2 timeouts x 4 semantics x 3 losses,
-96 cells, about 50 s on 2 cores): real cells wait in real time, UDP ones out
+96 cells, about 75 s on 2 cores): real cells wait in real time, UDP ones out
 their 1 s timeouts (an operation that gives up waits 5 s) and TCP ones out
-the retransmissions, so a real cell lasts as long as its slowest client.
+the retransmissions (and a closing client for what TCP still holds), so a real
+cell lasts as long as its slowest client.
 Hence 200 operations spread over 20 clients (10 each), losses 0, 0.1 and 0.3
 (0.2 would add about half a minute), and 3 cells per CPU at once (they mostly
 sleep; the slowest start first). ``--quick`` (about 15 s): 40 operations and
