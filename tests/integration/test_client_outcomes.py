@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -315,3 +316,58 @@ def test_atm_non_utf8_pin(transport: str) -> None:
     assert "not valid UTF-8" in done.stdout
     assert "Welcome Dibbyo Roy!" in done.stdout
     no_traceback(done)
+
+
+def test_ctrl_c_while_waiting_for_a_reply_says_what_may_have_happened() -> None:
+    with silent_server("tcp") as port:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services", "client", "atm", "--port", str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(b"1\n1234\n")
+        proc.stdin.flush()
+        read_until(proc, b"Enter Password: ")
+        time.sleep(0.5)  # the login request is out, its reply never comes
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == EXIT_INTERRUPTED
+    assert "No reply yet. Logging in changes no balance" in err.decode()
+    assert err.decode().rstrip().endswith("interrupted")
+    assert "Traceback" not in err.decode()
+
+
+def test_pin_is_not_echoed_at_a_terminal(tmp_path: Path) -> None:
+    main, child = os.openpty()
+    with serve_process("bank", "--db", str(tmp_path / "b.sqlite3")) as served:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services", "client", "atm", "--port", str(served.port)],
+            stdin=child,
+            stdout=child,
+            stderr=child,
+            start_new_session=True,
+        )
+        os.close(child)
+        seen = b""
+
+        def until(marker: bytes) -> None:
+            nonlocal seen
+            while marker not in seen:
+                ready, _, _ = select.select([main], [], [], 20)
+                assert ready, f"no {marker!r} in {seen!r}"
+                seen += os.read(main, 65536)
+
+        until(b"Enter ID: ")
+        os.write(main, b"1\n")
+        until(b"Enter Password: ")
+        os.write(main, b"1234\n")
+        until(b"Enter choice: ")
+        os.write(main, b"4\n")
+        until(b"Goodbye")
+        proc.wait(timeout=10)
+        os.close(main)
+    assert proc.returncode == 0
+    assert b"Welcome Dibbyo Roy!" in seen
+    assert b"1234" not in seen  # the ID was echoed, the PIN was not
