@@ -22,6 +22,7 @@ requests through one path: the child process callgrind counts.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import re
 import shutil
@@ -164,10 +165,32 @@ def instruction_cost() -> list[InstructionCost] | None:
     return out
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.fault_layer",
+        description="What the fault layer costs the server with every probability zero: "
+        "CPU time and (with valgrind) instructions per request, without and with the layer "
+        "(about 2.5 minutes). With TRANSPORT KIND N: run N requests through one server path, "
+        "the child process that callgrind counts.",
+    )
+    parser.add_argument(
+        "transport", nargs="?", choices=TRANSPORTS, metavar="TRANSPORT", help="tcp or udp"
+    )
+    parser.add_argument(
+        "kind",
+        nargs="?",
+        choices=(*KINDS, "none"),
+        metavar="KIND",
+        help="with, without or none (the layer)",
+    )
+    parser.add_argument("n", nargs="?", type=int, metavar="N", help="requests to run")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Both costs as tables; with arguments, a child of ``instruction_cost``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
+    args = _parser().parse_args(argv)
+    if args.transport is None:
         from tabulate import tabulate
 
         print("CPU per request, best of 15 alternating batches of 2000:")
@@ -179,8 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"instructions per request (callgrind, {LARGE} minus {SMALL} requests):")
             print(tabulate([r.to_dict() for r in counted], headers="keys", tablefmt="github"))
         return 0
-    transport, kind, n = args
-    batch = messages(int(n))
+    if args.kind is None or args.n is None:
+        _parser().error("give TRANSPORT KIND N together, or none of them")
+    transport, kind = args.transport, args.kind
+    batch = messages(args.n)
     if kind != "none":
 
         async def run() -> None:

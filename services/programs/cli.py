@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from services import numbers
+from services.programs.clients import EXIT_STATUS_HELP
 from services.programs.config import ClientConfig, ServerConfig
 from services.programs.crash_hook import CRASH_OPS, CRASH_POINTS, RANDOM_POINT, ProcessCrasher
 from services.programs.options import UsageError
@@ -165,7 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--verbose", action="store_true", help="log rejected input")
 
-    client = commands.add_parser("client", help="interactive client (also reads piped input)")
+    client = commands.add_parser(
+        "client",
+        help="interactive client (also reads piped input)",
+        description="Talk to a service: one line of input per operation (typed or piped). "
+        "Each operation is reported as applied, not applied (a definite error), or of "
+        "unknown outcome (sent, no reply: it may or may not have been applied). "
+        "Ctrl-C quits at once, Ctrl-D ends the session.",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     client.add_argument("service", choices=CLIENTS)
     _add_endpoint_options(client)
     client.add_argument("--timeout", type=float, help="seconds to wait for each reply")
@@ -204,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if args.command == "client":
+            print("\ninterrupted", file=sys.stderr)
         return 130
 
 

@@ -1,37 +1,119 @@
 """Interactive clients: text, numbers and the lab's ATM dialogue.
 
 They read standard input line by line (typed or piped) and talk to a server
-through ``transports.aio.client.RpcClient``. Each answers like the lab's clients;
-the ATM adds what a retrying client must say honestly: an operation whose
-outcome is unknown may or may not have been applied.
+through ``transports.aio.client.RpcClient``. Each answers like the lab's clients,
+and says honestly what became of each operation, from the ``Outcome`` of its call:
+
+* applied (``OK``): the answer is shown;
+* not applied: a definite error reply (shown, the session goes on), or no
+  attempt ever left the client (every connect refused): the session ends with
+  ``EXIT_UNREACHABLE``;
+* unknown: a request was sent and no reply came (or the server reported an
+  internal error). It may or may not have been applied; the client says what the
+  user can do next, and ends with ``EXIT_UNKNOWN``.
+
+Input the services would refuse (too long, not UTF-8, out of range) gets a
+one-line error before anything is sent, and the session goes on. Ctrl-C at any
+point ends the session at once (``EXIT_INTERRUPTED``); Ctrl-D ends it as ``4``
+(Exit) would.
 """
 
 from __future__ import annotations
 
+import asyncio
+import getpass
+import re
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Any
 
+from services.bank import MAX_PIN_LEN
+from services.ledger import MAX_AMOUNT
+from services.primes import MAX_DIGITS
 from services.programs.config import ClientConfig
+from services.text import MAX_TEXT_CHARS
 from transports.aio.client import RpcClient, open_channel
 from transports.call import CallResult, Outcome, RetrySettings
+from transports.wire import WireError
 
 DISCONNECT = "!DISCONNECT"
 MENU = "1. Check Balance\n2. Deposit\n3. Withdraw\n4. Exit"
 MAX_LOGIN_TRIES = 5
+MAX_ACCOUNT_DIGITS = 18  # account numbers fit a signed 64-bit integer
+
+EXIT_OK = 0
+EXIT_UNREACHABLE = 3
+EXIT_UNKNOWN = 4
+EXIT_INTERRUPTED = 130
+
+EXIT_STATUS_HELP = """\
+exit status:
+  0    the session ended normally: every operation was applied, or refused
+       with a definite error that was shown (nothing applied)
+  2    bad options
+  3    server unreachable: no request ever left this client (e.g. connection
+       refused), so nothing was applied
+  4    outcome unknown: a request was sent and no reply came (or the server
+       reported an internal error), so it may or may not have been applied;
+       check the balance before repeating a deposit or withdrawal
+  130  interrupted (Ctrl-C)
+"""
+
+_AMOUNT = re.compile(r"[0-9]+")
+_ACCOUNT = re.compile(rf"[0-9]{{1,{MAX_ACCOUNT_DIGITS}}}")
+_NUMBER = re.compile(r"[+-]?0*([0-9]*)")
 
 
-class ServerUnreachable(Exception):
-    """No answer at all: the server is down or every attempt was lost."""
+class SessionEnded(Exception):
+    """The session cannot go on; ``status`` is the exit status, the message says why."""
+
+    status = 1
 
 
-def ask(prompt: str) -> str | None:
-    """One line of input, or None at end of input."""
+class ServerUnreachable(SessionEnded):
+    """No request ever left the client (every connect refused): nothing was applied."""
+
+    status = EXIT_UNREACHABLE
+
+
+class OutcomeUnknown(SessionEnded):
+    """A request was sent and no reply came: it may or may not have been applied."""
+
+    status = EXIT_UNKNOWN
+
+
+class Interrupted(Exception):
+    """Ctrl-C."""
+
+
+class NotSent(Exception):
+    """The input cannot be sent (e.g. too large for a message): nothing left the client."""
+
+
+def ask(prompt: str, *, secret: bool = False) -> str | None:
+    """One line of input, or None at end of input; Interrupted on Ctrl-C.
+
+    ``secret``: not echoed when standard input is a terminal (a PIN).
+    """
     try:
+        if secret and sys.stdin.isatty():
+            return getpass.getpass(prompt).strip()
         return input(prompt).strip()
     except EOFError:
         print()
         return None
+    except KeyboardInterrupt:
+        raise Interrupted from None
+
+
+def not_utf8(line: str) -> bool:
+    """Whether ``line`` came from bytes that are not UTF-8 (decoded with surrogateescape)."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 async def run_client(config: ClientConfig, settings: RetrySettings) -> int:
@@ -39,6 +121,16 @@ async def run_client(config: ClientConfig, settings: RetrySettings) -> int:
 
     Only the link faults of ``config.faults`` act here, on the client's links.
     """
+    # Bytes that are not UTF-8 become lone surrogates (refused with a message)
+    # instead of a UnicodeDecodeError out of input().
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")
+    # Ctrl-C raises KeyboardInterrupt where it happens, also inside a blocking
+    # input(), instead of asyncio.run's handler cancelling the session only at
+    # its next await.
+    previous = signal.getsignal(signal.SIGINT)
+    if previous not in (signal.SIG_IGN, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     channel = open_channel(
         config.transport,
         config.host,
@@ -47,45 +139,114 @@ async def run_client(config: ClientConfig, settings: RetrySettings) -> int:
         seed=config.seed,
         name="cli",
     )
-    client = RpcClient(channel, settings)
+    session = Session(RpcClient(channel, settings))
+    where = f"{config.transport}://{config.host}:{config.port}"
     try:
         if config.service == "atm":
-            await Atm(client).run()
+            await Atm(session).run()
         else:
-            await _line_client(client, config.service)
-    except ServerUnreachable as err:
-        where = f"{config.transport}://{config.host}:{config.port}"
+            await _line_client(session, config.service)
+    except SessionEnded as err:
         print(f"error: {err} ({where})", file=sys.stderr)
-        return 1
+        return err.status
+    except Interrupted:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
-        await client.close()
-    return 0
+        await session.client.close()
+        if previous not in (signal.SIG_IGN, None):
+            signal.signal(signal.SIGINT, previous)
+    return EXIT_UNKNOWN if session.unknown else EXIT_OK
 
 
-async def _request(client: RpcClient, op: str, args: dict[str, Any]) -> CallResult:
-    result = await client.call(op, args)
-    if result.outcome is not Outcome.OK and result.reply is None:
-        cause = f": {client.last_error}" if client.last_error else ""
-        raise ServerUnreachable(f"no reply after {result.attempts} attempt(s){cause}")
-    return result
+@dataclass
+class Session:
+    """The client and what the session has met so far."""
+
+    client: RpcClient
+    unknown: bool = False  # an operation ended UNKNOWN with a reply (internal error)
+
+    async def request(self, op: str, args: dict[str, Any], advice: str) -> CallResult:
+        """Call ``op``; the result when a reply came.
+
+        No attempt left: ServerUnreachable. Sent without a reply: ``advice`` is
+        printed and OutcomeUnknown raised. Input too large to send: NotSent.
+        """
+        try:
+            result = await self.client.call(op, args)
+        except WireError as err:
+            raise NotSent(_wire_reason(err)) from None
+        except asyncio.CancelledError:
+            # asyncio.run cancels the session when Ctrl-C lands between awaits.
+            print(f"\nNo reply yet. {advice}", file=sys.stderr)
+            raise
+        if result.reply is not None:
+            if result.outcome is Outcome.UNKNOWN:
+                self.unknown = True
+            return result
+        cause = f": {self.client.last_error}" if self.client.last_error else ""
+        if result.outcome is Outcome.FAILED:  # no attempt ever left: nothing applied
+            raise ServerUnreachable(
+                f"server unreachable, nothing was sent ({result.attempts} attempt(s){cause})"
+            )
+        print(
+            f"No reply after {result.attempts} attempt(s) (request {result.request.id}). {advice}"
+        )
+        raise OutcomeUnknown(f"outcome unknown: no reply after {result.attempts} attempt(s){cause}")
 
 
-async def _line_client(client: RpcClient, service: str) -> None:
+def _wire_reason(err: WireError) -> str:
+    text = str(err)
+    return text.split(": ", 1)[1] if ": " in text else text
+
+
+READ_ONLY_ADVICE = "Its outcome is unknown, but it changes nothing: trying again is safe."
+
+
+async def _line_client(session: Session, service: str) -> None:
     """The lab's Problem A clients: one line in, the server's answer out."""
     prompt = "Enter message: " if service == "text" else "Enter number: "
     while (line := ask(prompt)) is not None and line != DISCONNECT:
-        if service == "text":
-            result = await _request(client, "text.convert", {"text": line})
-            if result.outcome is Outcome.OK:
-                r = result.result
-                print(f"[Lower Case] {r['lower']} [Upper Case] {r['upper']}")
+        problem = _text_problem(line) if service == "text" else _number_problem(line)
+        if problem:
+            print(f"[Error] {problem}")
+            continue
+        op, args = (
+            ("text.convert", {"text": line})
+            if service == "text"
+            else ("numbers.check", {"n": line})
+        )
+        try:
+            result = await session.request(op, args, READ_ONLY_ADVICE)
+        except NotSent as err:
+            print(f"[Error] not sent: {err}")
+            continue
+        r = result.result
+        if result.outcome is Outcome.OK and service == "text":
+            print(f"[Lower Case] {r['lower']} [Upper Case] {r['upper']}")
+        elif result.outcome is Outcome.OK:
+            print(f"[Prime] {r['prime']} [Palindrome] {r['palindrome']}")
+        elif result.outcome is Outcome.FAILED:
+            print(f"[Error] {_describe_failure(result)}")
         else:
-            result = await _request(client, "numbers.check", {"n": line})
-            if result.outcome is Outcome.OK:
-                r = result.result
-                print(f"[Prime] {r['prime']} [Palindrome] {r['palindrome']}")
-        if result.outcome is not Outcome.OK:
-            print(f"[Error] {result.reply.error_message if result.reply else 'no reply'}")
+            print(f"[Unknown] {_describe_failure(result)}. {READ_ONLY_ADVICE}")
+
+
+def _text_problem(line: str) -> str | None:
+    if not_utf8(line):
+        return "input is not valid UTF-8; line ignored"
+    if len(line) > MAX_TEXT_CHARS:
+        return f"message has {len(line)} characters; the maximum is {MAX_TEXT_CHARS}"
+    return None
+
+
+def _number_problem(line: str) -> str | None:
+    if not_utf8(line):
+        return "input is not valid UTF-8; line ignored"
+    match = _NUMBER.fullmatch(line)
+    if match and len(match.group(1)) > MAX_DIGITS:
+        return f"number has {len(match.group(1))} digits; the maximum is {MAX_DIGITS}"
+    return None  # the server judges the rest and says why
 
 
 @dataclass
@@ -111,11 +272,20 @@ class SessionStats:
         )
 
 
+def _money_advice(kind: str) -> str:
+    return (
+        f"The {kind} may or may not have been applied. Check your balance (1) once the "
+        f"server answers before you {kind} again: a new {kind} could be applied twice. "
+        "Only a resend with the same request id is safe, and only on a server with "
+        "exactly-once or at-most-once semantics."
+    )
+
+
 class Atm:
     """The lab's ATM booth: login, then the menu until Exit."""
 
-    def __init__(self, client: RpcClient) -> None:
-        self.client = client
+    def __init__(self, session: Session) -> None:
+        self.session = session
         self.stats = SessionStats()
         self.token = ""
 
@@ -131,31 +301,47 @@ class Atm:
                 await self._transact("deposit" if choice == "2" else "withdraw")
             else:
                 print("Invalid choice: enter 1, 2, 3 or 4")
-        await _request(self.client, "bank.logout", {"token": self.token})
+        await self.session.request(
+            "bank.logout",
+            {"token": self.token},
+            "The session may still be open on the server; it expires by itself.",
+        )
         print("Goodbye")
 
     async def _login(self) -> bool:
         for _ in range(MAX_LOGIN_TRIES):
             account = ask("Enter ID: ")
-            pin = ask("Enter Password: ") if account is not None else None
+            pin = ask("Enter Password: ", secret=True) if account is not None else None
             if account is None or pin is None:
                 return False
-            if not account.isdigit():
+            if not _ACCOUNT.fullmatch(account) or not 1 <= len(pin) <= MAX_PIN_LEN:
                 print("Invalid ID or Password")
                 continue
-            result = await _request(
-                self.client, "bank.login", {"account": int(account), "pin": pin}
+            if not_utf8(pin):
+                print("Invalid ID or Password (the password is not valid UTF-8)")
+                continue
+            result = await self.session.request(
+                "bank.login",
+                {"account": int(account), "pin": pin},
+                "Logging in changes no balance: trying again is safe.",
             )
             if result.outcome is Outcome.OK:
                 self.token = result.result["token"]
                 print(f"Welcome {result.result['name']}!")
                 return True
+            if result.outcome is Outcome.UNKNOWN:
+                print(f"Login failed: {_describe_failure(result)}; trying again is safe")
+                continue
             print("Invalid ID or Password")
         print("Too many failed logins")
         return False
 
     async def _balance(self) -> None:
-        result = await _request(self.client, "bank.balance", {"token": self.token})
+        result = await self.session.request(
+            "bank.balance",
+            {"token": self.token},
+            "Checking the balance changes nothing: trying again is safe.",
+        )
         if result.outcome is Outcome.OK:
             print(f"Your balance is {result.result['balance']}")
         else:
@@ -166,20 +352,34 @@ class Atm:
         raw = ask(f"Enter amount to {kind}: ")
         if raw is None:
             return
-        if not raw.isdigit() or int(raw) <= 0:
-            print("Invalid amount: enter a positive whole number")
+        problem = _amount_problem(raw)
+        if problem:
+            print(f"Invalid amount: {problem}")
             return
-        result = await _request(
-            self.client, f"bank.{kind}", {"token": self.token, "amount": int(raw)}
+        result = await self.session.request(
+            f"bank.{kind}", {"token": self.token, "amount": int(raw)}, _money_advice(kind)
         )
         self.stats.record(result.outcome is Outcome.OK)
         if result.outcome is Outcome.OK:
             print(f"Your balance is {result.result['balance']}")
         elif result.outcome is Outcome.FAILED:
-            print(f"Transaction failed: {_describe_failure(result)}\nPlease try again")
+            print(f"Transaction failed: {_describe_failure(result)}\nNothing was applied")
         else:
-            print("Transaction outcome unknown: it may or may not have been applied")
+            print(
+                f"Transaction outcome unknown: {_describe_failure(result)} "
+                f"(request {result.request.id}). {_money_advice(kind)}"
+            )
         print(self.stats.report())
+
+
+def _amount_problem(raw: str) -> str | None:
+    """Why ``raw`` is not an amount the bank takes, or None."""
+    digits = raw.lstrip("0")
+    if not _AMOUNT.fullmatch(raw) or not digits:
+        return "enter a positive whole number"
+    if len(digits) > len(str(MAX_AMOUNT)) or int(digits) > MAX_AMOUNT:
+        return f"the most is {MAX_AMOUNT}"
+    return None
 
 
 def _describe_failure(result: CallResult) -> str:

@@ -134,6 +134,8 @@ def test_bad_options_exit_cleanly(args: list[str]) -> None:
 
 def test_unreachable_server_is_a_clear_error(transport: str) -> None:
     # Port 9 (discard) on loopback has no listener in the test environment.
+    # TCP: every connect is refused, nothing was sent (3). UDP: the datagrams
+    # left and no reply came, so the outcome is unknown (4).
     done = client(
         "text",
         "--transport",
@@ -146,7 +148,11 @@ def test_unreachable_server_is_a_clear_error(transport: str) -> None:
         "2",
         stdin="hi\n",
     )
-    assert done.returncode == 1
-    assert done.stderr.startswith("error: no reply")
+    if transport == "tcp":
+        assert done.returncode == 3
+        assert done.stderr.startswith("error: server unreachable, nothing was sent")
+    else:
+        assert done.returncode == 4
+        assert done.stderr.startswith("error: outcome unknown: no reply")
     assert "Traceback" not in done.stderr
     assert os.environ.get("PYTHONWARNINGS") != "error" or not done.stderr.count("Warning")
