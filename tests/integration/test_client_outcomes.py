@@ -21,6 +21,9 @@ import pytest
 from services.programs.clients import EXIT_INTERRUPTED, EXIT_UNKNOWN, EXIT_UNREACHABLE
 from tests.integration.servers import serve_process
 
+#: Each test starts server or client processes: seconds per test.
+pytestmark = pytest.mark.slow
+
 LOGIN_AND_DEPOSIT_7 = "1\n1234\n2\n7\n4\n"
 
 

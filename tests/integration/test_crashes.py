@@ -37,6 +37,9 @@ from transports.retry import parse_policy
 from transports.semantics import Semantics
 from transports.wire import Request
 
+#: Real servers waiting out retries, restarts or kernel timers: seconds per test.
+pytestmark = pytest.mark.slow
+
 POLICY = parse_policy("expo:timeout=250ms,base=50ms,cap=500ms")
 
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+#: Each test starts server or client processes: seconds per test.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("services", "transports", "experiments")
 

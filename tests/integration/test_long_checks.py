@@ -21,6 +21,9 @@ from tests.integration.servers import serve_process
 from transports.framing import LengthPrefixDecoder, frame
 from transports.wire import Reply, Request, decode_reply, encode_request
 
+#: Each test starts server or client processes: seconds per test.
+pytestmark = pytest.mark.slow
+
 HOST = "127.0.0.1"
 
 

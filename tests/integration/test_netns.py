@@ -37,6 +37,9 @@ from transports.netns import (
 from transports.retry import RetryPolicy
 from transports.semantics import Semantics
 
+#: Real servers waiting out retries, restarts or kernel timers: seconds per test.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def kernel() -> KernelSupport:

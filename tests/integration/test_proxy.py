@@ -23,6 +23,9 @@ import pytest
 
 from tests.integration.servers import LISTENING
 
+#: Real servers waiting out retries, restarts or kernel timers: seconds per test.
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).parent
 SEED_CLIENT = HERE / "seed_clients" / "problem_a_client.py"
 RUN_SEED_CLIENT = HERE / "seed_clients" / "run_seed_client.py"

@@ -16,6 +16,9 @@ from transports.faults import FaultSpec
 from transports.retry import RetryPolicy
 from transports.semantics import Semantics
 
+#: Real servers waiting out retries, restarts or kernel timers: seconds per test.
+pytestmark = pytest.mark.slow
+
 HOSTILE_NETWORK = FaultSpec.parse("loss=0.2,dup=0.1,reorder=0.1,gap=2ms")
 
 

@@ -15,7 +15,7 @@ import pytest
 from experiments.tcp_model import main
 from transports.netns import support
 
-pytestmark = pytest.mark.network
+pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module", autouse=True)

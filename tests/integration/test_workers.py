@@ -34,6 +34,9 @@ from transports.aio.client import RpcClient, open_channel
 from transports.call import Outcome, RetrySettings
 from transports.retry import RetryPolicy
 
+#: Each test starts server or client processes: seconds per test.
+pytestmark = pytest.mark.slow
+
 WORKERS_LINE = re.compile(r"\[WORKERS\] (\d+) processes on port (\d+): pids ([\d ]+)")
 WORKER_LINE = re.compile(r"\[WORKER (\d+)\] pid (\d+): (.*)")
 CLIENTS = 32
