@@ -86,11 +86,6 @@ class ServerEndpoint:
         self._thread_counters: list[Counter[str]] = []
         self._counters_lock = threading.Lock()  # guards the list, not the counts
 
-    @property
-    def needs_pool(self) -> bool:
-        """Whether any operation of the service may block (see ``blocks``)."""
-        return bool(self.service.blocking_ops)
-
     def blocks(self, request: Request) -> bool:
         """Whether the service may block on ``request``: run ``complete`` off the event loop."""
         return self.service.blocks(request.op, request.args)

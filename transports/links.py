@@ -8,7 +8,7 @@ so that TCP, UDP and the simulator draw the same fates for the same client.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from transports.faults import Direction, FaultLink, LinkFaults
 
@@ -19,16 +19,6 @@ class Links:
 
     request: FaultLink | None = None
     reply: FaultLink | None = None
-    #: Both directions deliver every message at once, untouched (no link, or
-    #: a ``passthrough`` one).
-    passthrough: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        request, reply = self.request, self.reply
-        passthrough = (request is None or request.passthrough) and (
-            reply is None or reply.passthrough
-        )
-        object.__setattr__(self, "passthrough", passthrough)
 
     @classmethod
     def build(

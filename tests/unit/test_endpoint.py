@@ -638,7 +638,11 @@ def test_zero_probability_links_count_every_datagram_per_peer() -> None:
         ("u2", peers[2]),
     ]
     first, second = (server._peer_links[p] for p in peers[:2])
-    assert first.passthrough and second.passthrough
+    assert all(
+        link is not None and link.passthrough
+        for links in (first, second)
+        for link in (links.request, links.reply)
+    )
     counts = [
         (links.request.counters["messages"], links.reply.counters["messages"])
         for links in (first, second)
