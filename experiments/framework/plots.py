@@ -4,16 +4,19 @@ An experiment describes its figure as a ``Plot``: rows of ``Panel``s, each a
 set of ``Series`` (x and y values, a matplotlib format string such as
 ``"o-"``, ``"s--"`` or ``"k:"``, an optional colour) with titles, labels and
 scales. ``save`` draws and writes it; without matplotlib (the optional
-``plot`` extra) it writes nothing and returns None.
+``plot`` extra) it writes nothing, says so on stderr, and returns None.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 DPI = 110
+#: How to get matplotlib, for the line that says a plot was skipped.
+INSTALL_PLOT = "install the plot extra: pip install '.[plot]' (in this checkout)"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ def save(plot: Plot, path: Path) -> Path | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        print(f"plot skipped: {path} needs matplotlib; {INSTALL_PLOT}", file=sys.stderr)
         return None
     columns = max(len(row) for row in plot.rows)
     fig, axes = plt.subplots(len(plot.rows), columns, figsize=plot.size, squeeze=False)

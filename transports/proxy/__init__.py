@@ -35,6 +35,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from transports.docs import doc_path
 from transports.faults import FaultSpec, FaultSpecError
 
 # The pieces live in sibling modules; the names below stay importable from here.
@@ -50,14 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m transports.proxy",
         description="Seeded fault proxy between an unmodified client and server "
-        "(see docs/FAULT_PROXY.md). Prints a counter summary on SIGINT/SIGTERM.",
+        "(guide: docs/FAULT_PROXY.md in the source repository). Prints a counter summary "
+        "on SIGINT/SIGTERM.",
     )
     p.add_argument("--transport", choices=("tcp", "udp"), required=True)
     p.add_argument("--listen", type=parse_address, required=True, metavar="HOST:PORT",
                    help="where clients connect (port 0: a free port, printed on start)")
     p.add_argument("--upstream", type=parse_address, required=True, metavar="HOST:PORT")
     p.add_argument("--faults", default="", metavar="SPEC",
-                   help="fault spec as in transports/FAULTS.md, e.g. loss=0.1,dup=0.05,delay=5ms")
+                   help="fault spec, e.g. loss=0.1,dup=0.05,delay=5ms; the faults: "
+                   f"{doc_path('FAULTS.md')}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stall", type=float, default=0.0, metavar="P",
                    help="TCP: probability per message that its direction stalls first")
