@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(config: ProxyConfig) -> str:
     """Run until SIGINT/SIGTERM; return the counter summary."""
+    # The handlers go in before [PROXY LISTENING] is printed, so that a
+    # supervisor (or a user) signalling as soon as it reads that line stops the
+    # proxy cleanly instead of interrupting asyncio.run with a traceback.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     proxy = FaultProxy(config)
     await proxy.start()
     host = config.listen[0]
@@ -87,10 +94,6 @@ async def run(config: ProxyConfig) -> str:
     print(f"[PROXY LISTENING] {describe(bound)}", flush=True)
     if host not in ("127.0.0.1", "::1", "localhost"):
         print(f"warning: listening on {host}, reachable beyond this machine", file=sys.stderr)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await proxy.close()
     return proxy.stats.summary(bound)
