@@ -216,12 +216,29 @@ class Session:
         cause = f": {self.client.last_error}" if self.client.last_error else ""
         if result.outcome is Outcome.FAILED:  # no attempt ever left: nothing applied
             raise ServerUnreachable(
-                f"server unreachable, nothing was sent ({result.attempts} attempt(s){cause})"
+                f"server unreachable, nothing was sent ({result.attempts} attempt(s){cause}). "
+                "Is a server running on this port? One started with --transport udp needs "
+                "--transport udp here too"
             )
         print(
             f"No reply after {result.attempts} attempt(s) (request {result.request.id}). {advice}"
         )
-        raise OutcomeUnknown(f"outcome unknown: no reply after {result.attempts} attempt(s){cause}")
+        raise OutcomeUnknown(
+            f"outcome unknown: no reply after {result.attempts} attempt(s){cause}"
+            + _refused_hint(self.client)
+        )
+
+
+def _refused_hint(client: RpcClient) -> str:
+    """What datagrams refused by the server's port suggest (UDP), or nothing."""
+    refused = getattr(client.channel, "socket_errors", 0)  # UdpChannel: ICMP errors
+    if not refused:
+        return ""
+    return (
+        f"; the port refused {refused} datagram(s) (ICMP port unreachable), so no UDP "
+        "server was listening when they arrived. Is the server running? One started "
+        "without --transport udp speaks TCP: use --transport tcp"
+    )
 
 
 def _wire_reason(err: WireError) -> str:

@@ -10,7 +10,9 @@ Real servers on loopback, in this process, and the interactive client run as
   lab's format and closes; the client quotes it and exits 5, instead of
   "connection lost"; likewise any server whose first reply is not a frame;
 * the lab's client at our server: it is told, in its own format, to use
-  ``--framing seed``.
+  ``--framing seed``;
+* a client on the other transport than the server: a hint to switch
+  (TCP: connection refused, UDP: datagrams refused by ICMP).
 """
 
 from __future__ import annotations
@@ -26,13 +28,19 @@ import pytest
 from services.bank import BankService
 from services.ledger import Ledger
 from services.numbers import NumbersService
-from services.programs.clients import EXIT_WRONG_SERVER, run_client
+from services.programs.clients import (
+    EXIT_UNKNOWN,
+    EXIT_UNREACHABLE,
+    EXIT_WRONG_SERVER,
+    run_client,
+)
 from services.programs.config import ClientConfig
 from services.programs.server import make_seed_handler
 from services.text import TextService
 from transports.aio.client import RunningServer, default_settings, start_server
 from transports.aio.driver import ServerContext
 from transports.aio.tcp import WRONG_FRAMING_HINTS
+from transports.call import RetrySettings
 from transports.endpoint import ServerEndpoint
 from transports.framing import seed_frame
 from transports.retry import RetryPolicy
@@ -158,3 +166,34 @@ def test_the_labs_client_at_our_server_is_told_to_use_framing_seed() -> None:
     reply = asyncio.run(scenario())
     assert reply.decode() == WRONG_FRAMING_HINTS["seed"]
     assert reply.startswith(b"[Error] ") and b"--framing seed" in reply
+
+
+@pytest.mark.parametrize(
+    ("server_transport", "client_transport", "status", "advice"),
+    [
+        ("tcp", "udp", EXIT_UNKNOWN, "use --transport tcp"),
+        ("udp", "tcp", EXIT_UNREACHABLE, "needs --transport udp here too"),
+    ],
+)
+def test_a_server_on_the_other_transport_gets_a_hint(
+    server_transport: str,
+    client_transport: str,
+    status: int,
+    advice: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def scenario() -> int:
+        async with serving(server_transport, TextService()) as server:
+            monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+            config = ClientConfig("text", client_transport, server.host, server.port)
+            # Over UDP each datagram is refused by ICMP at once; the client still
+            # waits out its attempts (a refusal is no proof on a real network).
+            settings = RetrySettings(RetryPolicy.from_name("fixed", timeout=0.5), max_attempts=2)
+            return await run_client(config, settings)
+
+    result = asyncio.run(scenario())
+    err = capsys.readouterr().err
+    assert result == status
+    assert advice in err
+    assert len(err.strip().splitlines()) == 1
