@@ -31,7 +31,7 @@ from pathlib import Path
 
 from experiments.audit import Audit, audit
 from experiments.framework.experiment import Environment, Experiment, run_experiment
-from experiments.framework.options import add_output_options, config_from
+from experiments.framework.options import add_output_options, config_from, experiment_parser
 from experiments.framework.plots import Panel, Plot, Series
 from experiments.framework.records import FLATTEN, Record
 from experiments.framework.tables import Column, section, table
@@ -51,6 +51,17 @@ ATTEMPTS = 5
 UNBOUNDED = 1 << 30  # "capacity large enough": never the limiting factor
 FOREVER = 1e9  # "retention long enough"
 SWEEPS = ("capacity", "retention", "service")
+DESCRIPTION = """\
+When an at-most-once reply cache lets duplicate bank operations back in. Three
+sweeps on the simulator (virtual time, so the windows are exact):
+
+  capacity   replies the cache may hold: a retry finds its reply only if the
+             cache still holds it, so it must hold (request rate) x (retry window);
+  retention  how long a reply is kept: it must outlast the retry window;
+  service    the server's processing time: retries that overtake a slow server
+             find their request in progress; once processing outlasts timeout x
+             attempts, clients give up (unknown) on operations that were applied.
+"""
 
 
 @dataclass(frozen=True)
@@ -98,14 +109,19 @@ class ReplyCacheConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.reply_cache",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = experiment_parser("experiments.reply_cache", DESCRIPTION)
+    parser.add_argument(
+        "--ops",
+        type=int,
+        default=800,
+        metavar="N",
+        help="deposits and withdrawals per cell, in total over its clients",
     )
-    parser.add_argument("--ops", type=int, default=800)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--clients", type=int, default=16, metavar="N", help="concurrent clients per cell"
+    )
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of every fault decision and workload")  # fmt: skip
     add_output_options(parser, "reply_cache", quick="fewer cells and ops")
     return parser
 

@@ -108,7 +108,7 @@ def run(cfg: ThroughputConfig) -> ThroughputReport:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        cfg = config(build_parser(__doc__ or "").parse_args(argv))
+        cfg = config(build_parser().parse_args(argv))
     except ValueError as err:
         return error(err)
     report = run(cfg)
