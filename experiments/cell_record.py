@@ -156,9 +156,18 @@ def measured_vs_predicted(rec: BankRecord, key: str) -> str:
     return f"{measured} / {getattr(rec.predicted, key) * rec.audit.ops:.1f}{flag}"
 
 
+def drift_text(drift: int, duplicated: int | None) -> str:
+    """``-5068 (0)``: a drift and, in brackets, its part from second executions."""
+    if duplicated is None:  # a result file from before the audit split the drift
+        return str(drift)
+    return "0" if drift == duplicated == 0 else f"{drift} ({duplicated})"
+
+
 def _audit_column(key: str, header: str) -> Column[BankRecord]:
     if key in PREDICTED:
         return Column(header, lambda r: measured_vs_predicted(r, key))
+    if key == "money_drift":
+        return Column(header, lambda r: drift_text(r.audit.money_drift, r.audit.drift_duplicated))
     return Column(header, lambda r: getattr(r.audit, key))
 
 
@@ -168,7 +177,7 @@ AUDIT_COLUMNS: tuple[Column[BankRecord], ...] = tuple(
     for key, header in (
         ("ok", "ok"), ("failed", "failed"), ("unknown", "unknown"),
         ("duplicated", "duplicated"), ("phantom", "phantom"), ("lost", "lost"),
-        ("money_drift", "drift"), ("executions", "execs"), ("attempts", "attempts"),
+        ("money_drift", "drift (of it dup)"), ("executions", "execs"), ("attempts", "attempts"),
         ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms"),
     )
 )  # fmt: skip

@@ -54,7 +54,8 @@ from experiments.framework.options import (
     experiment_parser,
     probability,
 )
-from experiments.retries_report import plot, render
+from experiments.retries_reading import reading_text
+from experiments.retries_report import LEGEND, plot, render
 from experiments.runner import ALL_TRANSPORTS, SIMULATED, Cell, run_cell
 from transports.faults import FaultSpec
 from transports.retry import POLICY_NAMES, parse_policy
@@ -304,6 +305,8 @@ RETRIES = Experiment(
     plot=plot,
     jobs=jobs,
     cost=cost,
+    reading=reading_text,
+    legend=LEGEND,
 )
 
 
@@ -358,6 +361,8 @@ def kernel_experiment() -> Experiment[RetriesConfig, Cell, BankRecord]:
         plot=plot,
         environment=kernel_environment,
         errors=(_netns_error(),),
+        reading=reading_text,
+        legend=LEGEND,
     )
 
 

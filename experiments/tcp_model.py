@@ -364,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(records, env)
     print(text)
     results = Results(parameters(cfg), env, {"cells": records}, text, records,
-                      title="TCP model vs kernel TCP", markdown=True)  # fmt: skip
+                      title="TCP model vs kernel TCP")  # fmt: skip
     written = write_results(cfg.out, cfg.name, results)
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0

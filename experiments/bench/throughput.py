@@ -120,7 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.sections(),
         text,
         title="Throughput",
-        markdown=True,
         plot=None if cfg.no_plot else plot(report),
     )
     written = write_results(cfg.out, cfg.name, results)
