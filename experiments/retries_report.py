@@ -131,9 +131,10 @@ def caption(records: Sequence[BankRecord], transport: str, env: Environment) -> 
     model = TCP_MODEL if tcp_model(r) else UDP_MODEL
     missing = sorted({x.no_prediction for x in records if x.no_prediction})
     unpredicted = f" No prediction where {'; '.join(missing)}." if missing else ""
+    others = FaultSpec.parse(r.faults).with_loss(0.0).to_spec() or "none"
     return (
-        f"{workload_text(r)}, seed {r.seed}; loss as in each row, other faults "
-        f"[{FaultSpec.parse(r.faults).with_loss(0.0).to_spec() or 'none'}]; policy {r.policy}, at most {attempts} attempts (maybe: 1); Python "
+        f"{workload_text(r)}, seed {r.seed}; loss as in each row, other faults [{others}]; "
+        f"policy {r.policy}, at most {attempts} attempts (maybe: 1); Python "
         f"{env['python']} on {env['platform']}, {env['cpus']} CPUs. A count reads "
         f"`measured / predicted` ('!': outside 4 standard errors), predicted by {model}."
         f"{unpredicted}" + (" Latencies are virtual time." if transport.startswith("sim") else "")
