@@ -181,3 +181,35 @@ AUDIT_COLUMNS: tuple[Column[BankRecord], ...] = tuple(
         ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms"),
     )
 )  # fmt: skip
+
+#: The legend of a bank cell's table: what a row is, then the audit's columns.
+CELL_INTRO = (
+    "Each row is one cell: a fresh SQLite ledger, then every client makes its deposits "
+    "and withdrawals (each a logical operation with its own request id, retried under the "
+    "row's semantics); afterwards the audit reads the ledger and compares, operation by "
+    "operation, how often it was applied with what the client was told. Counts are "
+    "operations of the cell; money is in ledger units (integers; each operation moves 1 "
+    "to 1000)."
+)
+SEMANTICS_MEANING = (
+    "`maybe`: one attempt; `at-least-once`: retries, the server runs every copy; "
+    "`at-most-once`: retries, the server answers a repeat from its in-memory reply cache; "
+    "`exactly-once`: retries, the request id is stored with the ledger change"
+)
+AUDIT_LEGEND: tuple[tuple[str, str], ...] = (
+    ("ok / failed / unknown", "what the client was told: applied; a definite error "
+     "(nothing applied); no reply after its last attempt (it may or may not have been "
+     "applied)"),
+    ("duplicated (dup)", "operations the ledger applied twice or more"),
+    ("phantom", "operations applied although the client saw failed or unknown"),
+    ("lost", "the client saw ok but the ledger never applied it (must be 0)"),
+    ("drift (of it dup)", "ledger total minus what the ok replies account for, in ledger "
+     "units; in brackets the part moved by second executions (money really created or "
+     "taken twice). The rest is operations applied once whose client saw unknown or "
+     "failed: the client does not know of it, but no money was created"),
+    ("execs, attempts", "ledger applications, and messages the clients sent, in total"),
+    ("p50 / p99 / max ms", "latency of a logical operation, all its attempts included "
+     "(sim: virtual time)"),
+    ("`a / b !`", "measured `a`, predicted `b` (mean count); `!`: more than 4 standard "
+     "errors apart"),
+)  # fmt: skip

@@ -48,7 +48,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.crash_report import CrashRecord, RealCrashRecord, crash_record, real_record, render
+from experiments.crash_report import (
+    LEGEND,
+    CrashRecord,
+    RealCrashRecord,
+    crash_record,
+    reading,
+    real_record,
+    render,
+)
 from experiments.crash_runner import RealCell, RealRun, run_real_cell
 from experiments.framework.experiment import Experiment, run_experiment
 from experiments.framework.options import (
@@ -303,6 +311,8 @@ CRASHES = Experiment(
     label=label,
     render=render,
     status=status,
+    reading=reading,
+    legend=LEGEND,
 )
 
 

@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments.audit import Audit, audit
+from experiments.cell_record import CELL_INTRO, SEMANTICS_MEANING
 from experiments.framework.experiment import Environment, Experiment, run_experiment
 from experiments.framework.options import add_output_options, config_from, experiment_parser
 from experiments.framework.plots import Panel, Plot, Series
 from experiments.framework.records import FLATTEN, Record
-from experiments.framework.tables import Column, section, table
+from experiments.framework.tables import Column, legend, section, table
 from experiments.runner import SCRYPT_N, SESSION_TTL
-from experiments.workload import open_accounts, plan_operations, sim_plans
+from experiments.workload import open_accounts, ops_text, plan_operations, sim_plans
 from services.bank import BankService
 from services.ledger import Ledger
 from transports.call import RetrySettings
@@ -219,22 +220,43 @@ COLUMNS: tuple[Column[CacheRecord], ...] = (
 
 def render(records: Sequence[CacheRecord], env: Environment) -> str:
     r = records[0]
-    header = (
-        f"At-most-once reply cache on the simulator: {r.audit.ops} ops x {r.clients} clients "
-        f"per cell, seed {r.seed}, policy fixed(timeout={TIMEOUT * 1000:g}ms), "
-        f"{ATTEMPTS} attempts; capacity and retention rows lose 20% of messages in each "
-        f"direction, service rows none. Python {env['python']}, {env['cpus']} CPUs; "
-        "latencies are virtual time."
-    )
-    window = TIMEOUT * (ATTEMPTS - 1)
     note = (
+        f"The simulator; {ops_text(r.audit.ops, r.clients)}, seed {r.seed}; policy "
+        f"fixed(timeout={TIMEOUT * 1000:g}ms), {ATTEMPTS} attempts; capacity and retention "
+        f"rows lose 20% of messages in each direction, service rows none. Python "
+        f"{env['python']}, {env['cpus']} CPUs; latencies are virtual time."
+    )
+    return section("At-most-once reply cache", table(records, COLUMNS), note)
+
+
+def reading(records: Sequence[CacheRecord]) -> str:
+    """Where duplicates vanish, from the run's own rows."""
+    window = TIMEOUT * (ATTEMPTS - 1)
+    return (
         f"A retry can come up to timeout x (attempts - 1) = {window * 1000:g} ms after the "
         "execution it repeats: the cache must keep a reply that long, and hold every reply "
         "completed meanwhile. Here duplicates vanish from capacity "
         f"{_first_clean(records, 'capacity')} and retention "
         f"{_first_clean(records, 'retention')} on."
     )
-    return f"{section(header, table(records, COLUMNS))}\n\n{note}"
+
+
+LEGEND = legend(
+    CELL_INTRO,
+    [
+        ("sweep, value", "the knob the row turns: capacity (replies the cache may hold), "
+         "retention (how long a reply is kept) or service (the server's processing time)"),
+        ("semantics", SEMANTICS_MEANING),
+        ("ok, unknown, duplicated, phantom, lost", "as in the retries experiment: told "
+         "applied; no reply after the last attempt; applied twice or more; applied although "
+         "the client saw unknown; told ok but never applied"),
+        ("attempts", "messages the clients sent, in total"),
+        ("cache hits", "repeats answered from the reply cache"),
+        ("evicted", "replies dropped from a full cache"),
+        ("dropped in progress", "repeats that arrived while their request was still running"),
+        ("p50 / p99 ms", "latency of a logical operation, all attempts (virtual time)"),
+    ],
+)  # fmt: skip
 
 
 def _first_clean(records: Sequence[CacheRecord], sweep: str) -> str:
@@ -284,6 +306,8 @@ REPLY_CACHE = Experiment(
     label=label,
     render=render,
     plot=plot,
+    reading=reading,
+    legend=LEGEND,
 )
 
 

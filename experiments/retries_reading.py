@@ -140,7 +140,7 @@ def _sign(x: int) -> int:
 def reading_text(records: Sequence[BankRecord]) -> str:
     """The reading as a Markdown list: TCP against UDP, then where the drift comes from."""
     lines = reading(records)
-    lines += [line for line in (_duplicated_money(records), _exactly_once_drift(records)) if line]
+    lines += [line for line in (_duplicated_money(records), exactly_once_drift(records)) if line]
     return "\n".join(f"- {line}" for line in lines)
 
 
@@ -169,7 +169,7 @@ def _duplicated_money(records: Sequence[BankRecord]) -> str | None:
     )
 
 
-def _exactly_once_drift(records: Sequence[BankRecord]) -> str | None:
+def exactly_once_drift(records: Sequence[BankRecord]) -> str | None:
     """Whether exactly-once's drift is money created or operations the client cannot know."""
     cells = [
         r

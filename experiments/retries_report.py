@@ -13,7 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from experiments.audit import KindAudit
-from experiments.cell_record import AUDIT_COLUMNS, TCP_TRANSPORTS, BankRecord, drift_text
+from experiments.cell_record import (
+    AUDIT_COLUMNS,
+    AUDIT_LEGEND,
+    CELL_INTRO,
+    SEMANTICS_MEANING,
+    TCP_TRANSPORTS,
+    BankRecord,
+    drift_text,
+)
 from experiments.framework.experiment import Environment
 from experiments.framework.plots import Panel, Plot, Series
 from experiments.framework.tables import Column, legend, section, table
@@ -44,35 +52,14 @@ TCP_MODEL = (
 
 
 LEGEND = legend(
-    "Each row is one cell: a fresh SQLite ledger, then every client makes its deposits "
-    "and withdrawals (each a logical operation with its own request id, retried under the "
-    "row's semantics); afterwards the audit reads the ledger and compares, operation by "
-    "operation, how often it was applied with what the client was told. Counts are "
-    "operations of the cell; money is in ledger units (integers; each operation moves 1 "
-    "to 1000).",
+    CELL_INTRO,
     [
-        ("semantics", "`maybe`: one attempt; `at-least-once`: retries, the server runs every "
-         "copy; `at-most-once`: retries, the server answers a repeat from its reply cache; "
-         "`exactly-once`: retries, the request id is stored with the ledger change"),
+        ("semantics", SEMANTICS_MEANING),
         ("loss", "probability that a message is lost, each direction"),
-        ("ok / failed / unknown", "what the client was told: applied; a definite error "
-         "(nothing applied); no reply after its last attempt (it may or may not have been "
-         "applied)"),
-        ("duplicated (dup)", "operations the ledger applied twice or more"),
-        ("phantom", "operations applied although the client saw failed or unknown"),
-        ("lost", "the client saw ok but the ledger never applied it (must be 0)"),
-        ("drift (of it dup)", "ledger total minus what the ok replies account for, in ledger "
-         "units; in brackets the part moved by second executions (money really created or "
-         "taken twice). The rest is operations applied once whose client saw unknown: the "
-         "client cannot know about it, but no money was created"),
-        ("execs, attempts", "ledger applications, and messages the clients sent, in total"),
-        ("p50 / p99 / max ms", "latency of a logical operation, all its attempts included "
-         "(sim: virtual time)"),
-        ("`a / b !`", "measured `a`, predicted `b` (mean count); `!`: more than 4 standard "
-         "errors apart"),
+        *AUDIT_LEGEND,
         ("dup X, unknown X, ... (side by side)", "that column of transport X"),
     ],
-)  # fmt: skip
+)
 
 
 def transport_table(records: Sequence[BankRecord]) -> str:
