@@ -14,6 +14,7 @@ import datetime
 import os
 import platform
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,6 +60,10 @@ class HelpFormatter(argparse.HelpFormatter):
     (argparse's ``ArgumentDefaultsHelpFormatter`` also prints ``default: None``
     and ``default: False`` for flags.)
     """
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # Whole words: no "sim-" / "udp" or "exactly-" / "once" across two lines.
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         if "\n" not in text.strip():
