@@ -186,7 +186,7 @@ def render(
     parts = [
         describe(labels[0], path_a, doc_a),
         describe(labels[1], path_b, doc_b),
-        *setting_differences(doc_a, doc_b, labels),
+        *(settings := setting_differences(doc_a, doc_b, labels)),
         f"Each metric: {labels[0]} -> {labels[1]} (delta = {labels[1]} - {labels[0]}); "
         f"verdict on the counts {', '.join(JUDGED)}: {VERDICT_MEANING}.",
         "",
@@ -197,7 +197,10 @@ def render(
     for label, only in ((labels[0], only_a), (labels[1], only_b)):
         if only:
             parts.append(f"only in {label}: {unmatched_text(only)}")
-    parts.append(summary([Verdict(row[-1]) for row in rows], only_a, only_b))
+    verdict = summary([Verdict(row[-1]) for row in rows], only_a, only_b)
+    if settings:  # different runs: the counts need not match
+        verdict += " -- but the settings differ (above): the runs measured different things"
+    parts.append(verdict)
     return "\n".join(parts)
 
 

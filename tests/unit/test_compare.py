@@ -160,4 +160,4 @@ def test_runs_with_different_settings_say_so(
     assert main([str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert "setting differs: ops = 40 (A) vs 200 (B)" in out and "out =" not in out
-    assert "VERDICT: nothing to compare" in out
+    assert "VERDICT: nothing to compare" in out and "the settings differ" in out
