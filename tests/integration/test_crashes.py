@@ -241,5 +241,5 @@ def test_crashes_experiment_sim_and_real(tmp_path: Path) -> None:
     assert rows[3]["duplicated"] == "0" and rows[3]["integrity"] == "ok"
     assert rows[0]["integrity"] == ""  # sim rows have no real-server columns
     markdown = (tmp_path / "crashes.md").read_text()
-    assert "udp: real server process" in markdown
+    assert "## udp: real server processes" in markdown and "## How to read the tables" in markdown
     assert "exactly-once duplicated: 0" in markdown
