@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from transports.progname import invoked_as
+
 T = TypeVar("T")
 C = TypeVar("C")
 
@@ -80,9 +82,9 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def experiment_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The parser every experiment starts from: ``python -m PROG``, user-facing help."""
+    """The parser every experiment starts from, named as the user ran it, user-facing help."""
     return argparse.ArgumentParser(
-        prog=f"python -m {prog}", description=description, formatter_class=HelpFormatter
+        prog=invoked_as(prog), description=description, formatter_class=HelpFormatter
     )
 
 

@@ -37,13 +37,14 @@ def test_the_known_entry_points_are_found() -> None:
         assert name in points
 
 
-def helps(command: list[str]) -> None:
+def helps(command: list[str]) -> str:
     done = subprocess.run(
         [*command, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert "usage:" in done.stdout
+    return done.stdout
 
 
 @pytest.mark.parametrize("module", entry_points())
@@ -60,4 +61,5 @@ def test_subcommand_help_exits_0_without_traceback(command: str) -> None:
 def test_console_script_help_exits_0_without_traceback(script: str) -> None:
     path = Path(sys.executable).parent / script
     assert path.exists(), f"{script} is not installed: pip install -e . (again) to get it"
-    helps([str(path)])
+    # The usage line names the command the user typed, not ``python -m module``.
+    assert helps([str(path)]).startswith(f"usage: {script}")

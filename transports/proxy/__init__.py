@@ -37,6 +37,7 @@ from collections.abc import Sequence
 
 from transports.docs import doc_path
 from transports.faults import FaultSpec, FaultSpecError
+from transports.progname import invoked_as
 
 # The pieces live in sibling modules; the names below stay importable from here.
 from transports.proxy.config import REPLY, REQUEST, ProxyConfig, describe, parse_address
@@ -49,7 +50,7 @@ __all__ = ["FaultProxy", "ProxyConfig", "ProxyStats", "main", "parse_address"]
 # fmt: off
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m transports.proxy",
+        prog=invoked_as("transports.proxy"),
         description="Seeded fault proxy between an unmodified client and server "
         "(guide: docs/FAULT_PROXY.md in the source repository). Prints a counter summary "
         "on SIGINT/SIGTERM.",
