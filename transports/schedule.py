@@ -216,15 +216,18 @@ class FaultSchedule:
     def client(self, index: int) -> ClientSchedule:
         return self.clients[index] if index < len(self.clients) else ClientSchedule()
 
-    def links(self, clients: int, *, stream: bool = False) -> list[Links]:
-        """Fresh links for ``clients`` clients (pass to ``simulate(links=...)``)."""
+    def links(
+        self, clients: int, *, stream: bool = False, tcp: TcpRecovery = TcpRecovery.RETRANSMIT
+    ) -> list[Links]:
+        """Fresh links for ``clients`` clients: ``simulate(links=...)``, or one
+        ``Links`` per client channel of a real driver (``TcpChannel``, ``UdpChannel``)."""
         out = []
         for i in range(clients):
             plan = self.client(i)
             out.append(
                 Links(
-                    ScheduledLink(plan.request, f"client{i}/request", stream=stream),
-                    ScheduledLink(plan.reply, f"client{i}/reply", stream=stream),
+                    ScheduledLink(plan.request, f"client{i}/request", stream=stream, tcp=tcp),
+                    ScheduledLink(plan.reply, f"client{i}/reply", stream=stream, tcp=tcp),
                 )
             )
         return out
