@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import os
 import random
 import shutil
 import tempfile
@@ -107,7 +108,12 @@ class BankTemplate:
     @classmethod
     @contextmanager
     def temporary(cls, max_clients: int) -> Iterator[BankTemplate]:
-        with tempfile.TemporaryDirectory(prefix="search-") as tmp:
+        # In memory-backed /dev/shm where there is one: each run commits a few
+        # transactions, and a search of 1000 runs spent 85% of its time in fsync
+        # on a disk (25 s against 4 s of CPU). Still real SQLite files.
+        shm = Path("/dev/shm")
+        where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+        with tempfile.TemporaryDirectory(prefix="search-", dir=where) as tmp:
             yield cls(Path(tmp), max_clients)
 
     @contextmanager
