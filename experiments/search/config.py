@@ -104,10 +104,10 @@ class SearchConfig:
 
 def add_workload_options(p: argparse.ArgumentParser) -> None:
     """The options a search and a replay share: semantics, model, retries, workload, seed."""
-    p.add_argument("--semantics", type=choice(SEMANTICS), default="at-least-once")
+    p.add_argument("--semantics", choices=SEMANTICS, default="at-least-once")
     p.add_argument(
         "--model",
-        type=choice(MODELS),
+        choices=MODELS,
         default="datagram",
         help="datagram: UDP-like (a drop is gone); tcp: a byte stream that retransmits a "
         "drop after its RTO (~204 ms), later messages waiting behind it; tcp-reset: a "
@@ -123,7 +123,7 @@ def add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=duration, default=DEFAULT_TIMEOUT, help="per attempt")
     p.add_argument("--attempts", type=int, default=20, help="at most this many per call")
     p.add_argument("--ops", type=int, default=3, help="deposits per client, one at a time")
-    p.add_argument("--property", dest="prop", type=choice(PROPERTIES), default="no-duplicate")
+    p.add_argument("--property", dest="prop", choices=PROPERTIES, default="no-duplicate")
     p.add_argument("--seed", type=int, default=1, help="the search's seed (and jittered retries')")
 
 
