@@ -2,11 +2,13 @@
 
 Each example is a small bank workload (1-2 clients, a few deposits) run by
 ``simulate`` over ``ScheduledLink``s plus server crashes from a
-``FaultSchedule``, then audited against a fresh SQLite ledger. Tests of the
-form "the search finds X" run an inner property that fails by design under
-``pytest.raises`` and assert on the *shrunk* schedule: its size, its shape,
-that removing any one of its faults makes the failure go away (1-minimal),
-and that Hypothesis's report prints it readably.
+``FaultSchedule``, then audited against a fresh SQLite ledger. The
+strategies, the search loop and the run come from ``experiments.search``
+(the same code ``python -m experiments.search`` runs). Tests of the form
+"the search finds X" search with a check that reports a violation and
+assert on the *shrunk* schedule: its size, its shape, that removing any one
+of its faults makes the failure go away (1-minimal), and that Hypothesis's
+report prints it readably.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from experiments.search.space import (
     to_schedule,
     without_each_fault,
 )
+from tests.property.budget import examples
 from transports.faults import TcpRecovery
 from transports.retry import RetryPolicy
 from transports.schedule import (
@@ -254,7 +257,7 @@ def test_single_faults_that_duplicate(bank: BankTemplate) -> None:
 # -- guarantees that hold under every schedule searched ------------------------------
 
 
-@settings(SEARCH, max_examples=150)
+@settings(SEARCH, max_examples=examples(150))
 @given(
     clients=CLIENTS,
     schedule=schedules(NO_DUP_ACTIONS, crash_points=tuple(CrashPoint)),
@@ -267,7 +270,7 @@ def test_maybe_never_duplicates_without_network_duplication(
     assert run.audit.attempts == run.audit.ops  # one attempt each, whatever happens
 
 
-@settings(SEARCH, max_examples=150)
+@settings(SEARCH, max_examples=examples(150))
 @given(clients=CLIENTS, schedule=schedules(), service_time=st.sampled_from(SERVICE_TIMES))
 def test_at_most_once_without_crashes_never_duplicates(
     bank: BankTemplate, clients: int, schedule: FaultSchedule, service_time: float
@@ -276,7 +279,7 @@ def test_at_most_once_without_crashes_never_duplicates(
     assert_exactly_once(run)
 
 
-@settings(SEARCH, max_examples=300)
+@settings(SEARCH, max_examples=examples(300))
 @given(
     clients=CLIENTS,
     schedule=schedules(crash_points=tuple(CrashPoint)),
@@ -296,7 +299,7 @@ def test_exactly_once_survives_every_schedule(
 # -- the schedule machinery itself ---------------------------------------------------
 
 
-@settings(SEARCH, max_examples=200)
+@settings(SEARCH, max_examples=examples(200))
 @given(schedules(crash_points=tuple(CrashPoint)))
 def test_schedule_text_round_trips(schedule: FaultSchedule) -> None:
     assert FaultSchedule.parse(str(schedule)) == schedule
