@@ -11,6 +11,7 @@ too much for a shrinking search.
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import os
 import random
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments.audit import Audit, audit
+from experiments.search.trace import Step, TracedEndpoint, traced_links
 from experiments.workload import Operation
 from services.bank import BankService
 from services.ledger import Ledger
@@ -174,6 +176,10 @@ def summarise(
     )
 
 
+def _count_rows(ledger: Ledger) -> int:
+    return len(ledger.rows())
+
+
 def run_in_sim(
     bank: BankTemplate,
     workload: Workload,
@@ -183,16 +189,26 @@ def run_in_sim(
     *,
     seed: int = 0,
     service_time: float = 0.0,
+    trace: list[Step] | None = None,
 ) -> ScheduleRun:
-    """Run the workload under ``schedule`` in the simulator on a fresh ledger; audit it."""
+    """Run the workload under ``schedule`` in the simulator on a fresh ledger; audit it.
+
+    ``trace``: note what every link and the server did there (slower).
+    """
     with bank.fresh() as ledger:
-        endpoint = ServerEndpoint(BankService(ledger), workload.semantics)
+        service = BankService(ledger)
+        if trace is None:
+            endpoint = ServerEndpoint(service, workload.semantics)
+            links = schedule.links(clients, stream=model.stream, tcp=model.recovery)
+        else:
+            rows = functools.partial(_count_rows, ledger)
+            endpoint = TracedEndpoint(service, workload.semantics, schedule.crash_at, trace, rows)
+            links = traced_links(schedule, clients, trace, stream=model.stream, tcp=model.recovery)
         operations = workload.operations(clients)
         plans = [
             [SimRequest(op.request_id, *op.call_args(bank.tokens[i])) for op in plan]
             for i, plan in enumerate(operations)
         ]
-        links = schedule.links(clients, stream=model.stream, tcp=model.recovery)
         opening = ledger.total_balance()
         result = simulate(
             endpoint,

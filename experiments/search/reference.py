@@ -11,6 +11,7 @@ and UDP loopback sockets and in the simulator.
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,8 @@ def main(argv: Sequence[str]) -> int:
     summary = summary_table(records)
     print(summary)
     env = environment()
+    # Run as ``-m experiments.search``, whose __main__ module is experiments.search.__main__.
+    env["argv"] = shlex.join(["python", "-m", "experiments.search", "reference", *argv])
     results = Results(
         {"examples": config.examples, "property": Property.NO_DUPLICATE.value},
         env,

@@ -13,12 +13,14 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from experiments.search import trace
 from experiments.search.bank import BankTemplate, Model, ScheduleRun, run_in_sim
 from experiments.search.config import CRASH_KINDS, SearchConfig
 from experiments.search.explain import explain, link_summary
 from experiments.search.finder import find
 from experiments.search.replay import REPLAYS, Replay, signature
 from experiments.search.space import one_minimal
+from experiments.search.trace import Step
 from transports.schedule import FaultSchedule
 
 _MODEL = {
@@ -36,13 +38,15 @@ class SearchAnswer:
     schedule: FaultSchedule | None = None  # 1-minimal
     shrunk: FaultSchedule | None = None  # as Hypothesis left it
     run: ScheduleRun | None = None  # the counterexample's run
+    timeline: tuple[str, ...] = ()  # what happened in it, step by step
 
 
 def run_search(config: SearchConfig, bank: BankTemplate) -> SearchAnswer:
     workload, space = config.workload(), config.space()
 
-    def run(clients: int, schedule: FaultSchedule) -> ScheduleRun:
-        return run_in_sim(bank, workload, config.model, schedule, clients, seed=config.seed)
+    def run(clients: int, schedule: FaultSchedule, trace: list[Step] | None = None) -> ScheduleRun:
+        model, seed = config.model, config.seed
+        return run_in_sim(bank, workload, model, schedule, clients, seed=seed, trace=trace)
 
     def check(clients: int, schedule: FaultSchedule) -> str | None:
         return None if config.prop.holds(run(clients, schedule)) else str(schedule)
@@ -58,8 +62,11 @@ def run_search(config: SearchConfig, bank: BankTemplate) -> SearchAnswer:
         return SearchAnswer(config, found.examples)
     clients = found.clients
     minimal = one_minimal(found.schedule, lambda s: check(clients, s) is not None)
+    steps: list[Step] = []
+    explained = run(clients, minimal, steps)
+    timeline = tuple(trace.render(steps))
     return SearchAnswer(
-        config, found.examples, clients, minimal, found.schedule, run(clients, minimal)
+        config, found.examples, clients, minimal, found.schedule, explained, timeline
     )
 
 
@@ -118,6 +125,8 @@ def render_search(answer: SearchAnswer) -> str:
     lines.append(f"why it breaks {config.prop.value}:")
     lines += [f"  {line}" for line in explain(answer.run, config.prop)]
     lines += [f"  {line}" for line in tcp_note(config, answer.run)]
+    lines.append("what happened (virtual time; a link acts when a message is sent or received):")
+    lines += [f"  {line}" for line in answer.timeline]
     lines.append("replay it on real TCP and UDP sockets and in the simulator:")
     lines.append(f"  {replay_command(config, schedule, clients)}")
     return "\n".join(lines)
@@ -128,10 +137,10 @@ def tcp_note(config: SearchConfig, run: ScheduleRun) -> list[str]:
     late = sum(counts.get("retransmitted", 0) for counts in run.links.values())
     if not late or config.model is not Model.TCP:
         return []
+    what = "the dropped message" if late == 1 else f"the {late} dropped messages"
     return [
-        f"no message was lost: TCP retransmitted {late} dropped one(s) after its RTO "
-        f"(~204 ms), but the client's timeout ({config.timeout * 1e3:g} ms) is shorter, so it "
-        "retried before they arrived"
+        f"no message was lost: TCP retransmitted {what} after its RTO (~204 ms), but the "
+        f"client's timeout ({config.timeout * 1e3:g} ms) is shorter, so it retried first"
     ]
 
 

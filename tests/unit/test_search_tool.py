@@ -200,3 +200,24 @@ def test_one_minimal_removes_faults_the_violation_does_not_need(bank: BankTempla
 
     assert fails(padded)
     assert str(one_minimal(padded, fails)) == "client0 reply: #0 drop"
+
+
+def test_the_timeline_shows_what_happened(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = search(capsys, "--model", "tcp", "--faults", "drop", "--directions", "request")
+    assert "  client0 request: #0 drop\n" in out
+    assert "no message was lost: TCP retransmitted the dropped message" in out
+    timeline = out[out.index("what happened") : out.index("replay it")]
+    assert (
+        "client0/request #0: request c0-0 attempt 1, drop: delivered at 204.4 ms "
+        "(retransmitted by TCP after its RTO)"
+    ) in timeline
+    assert (
+        "150.0 ms  client0/request #1: request c0-0 attempt 2, delivered at 204.4 ms "
+        "(held behind an earlier message)"
+    ) in timeline
+    assert "server executes c0-0 attempt 2: ledger row 2 written" in timeline
+    _, out, _ = search(capsys, "--semantics", "at-most-once", "--faults", "drop,crash-before")
+    assert (
+        "server arrival #1: request c0-0 attempt 2, admitted (the server crashed and restarted "
+        "as it arrived: its reply cache is gone)"
+    ) in out
