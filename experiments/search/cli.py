@@ -23,7 +23,7 @@ from experiments.search.config import (
     directions,
     fault_kinds,
 )
-from experiments.search.replay import REPLAYS, replay
+from experiments.search.replay import REPLAYS, Replayer
 from experiments.search.space import DIRECTIONS
 from experiments.search.tool import render_replay, render_search, run_search
 from transports.schedule import FaultSchedule
@@ -119,9 +119,8 @@ def replay_main(argv: Sequence[str]) -> int:
     except ValueError as err:
         return error(err)
     with BankTemplate.temporary(config.clients) as bank:
-        result = replay(
-            bank, config.workload(), config.model, schedule, args.clients, config.seed, args.on
-        )
+        replayer = Replayer(bank, config.workload(), config.model, args.clients, config.seed)
+        result = replayer.replay(schedule, args.on)
     print(render_replay(config, schedule, result))
     pairs = [r for r in ("udp", "tcp") if r in result.runs and f"sim-{r}" in result.runs]
     return 0 if all(result.agree(r) for r in pairs) else 1

@@ -24,7 +24,7 @@ from experiments.framework.results import Results, write_results
 from experiments.search.bank import BankTemplate, Model
 from experiments.search.config import SearchConfig
 from experiments.search.properties import Property
-from experiments.search.replay import Replay, replay
+from experiments.search.replay import Replay, Replayer
 from experiments.search.tool import SearchAnswer, render_replay, render_search, run_search
 from transports.semantics import Semantics
 
@@ -98,14 +98,10 @@ def run(config: ReferenceConfig) -> tuple[list[SearchRecord], str]:
             text = render_search(answer)
             result = None
             if answer.schedule is not None and answer.clients is not None:
-                result = replay(
-                    bank,
-                    question.workload(),
-                    question.model,
-                    answer.schedule,
-                    answer.clients,
-                    question.seed,
+                replayer = Replayer(
+                    bank, question.workload(), question.model, answer.clients, question.seed
                 )
+                result = replayer.replay(answer.schedule)
                 text += "\n\n" + render_replay(question, answer.schedule, result)
         print(text + "\n", flush=True)
         texts.append(text)

@@ -22,6 +22,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from experiments.runner import perform
 from experiments.search.bank import (
     BankTemplate,
     Model,
@@ -100,21 +101,13 @@ async def _client(
     channel: TcpChannel | UdpChannel,
     workload: Workload,
     index: int,
-    plan: Sequence[Operation],
+    plan: list[Operation],
     token: str,
     seed: int,
 ) -> list[CallResult]:
-    client = RpcClient(
-        channel, workload.retry_settings(), rng=client_rng(seed, index), client_id=f"c{index}"
-    )
-    results = []
-    try:
-        for op in plan:
-            name, args = op.call_args(token)
-            results.append(await client.call(name, args, request_id=op.request_id))
-    finally:
-        await client.close()  # after the links delivered what they still hold
-    return results
+    settings = workload.retry_settings()
+    rng = client_rng(seed, index)
+    return await perform(RpcClient(channel, settings, rng=rng, client_id=f"c{index}"), plan, token)
 
 
 async def _settle(endpoint: ScheduledCrashes) -> None:
@@ -172,32 +165,51 @@ def _channel(transport: str, port: int, links: Links) -> TcpChannel | UdpChannel
     return UdpChannel(HOST, port, links)
 
 
-def replay_one(
-    where: str,
-    bank: BankTemplate,
-    workload: Workload,
-    model: Model,
-    schedule: FaultSchedule,
-    clients: int,
-    seed: int = 0,
-) -> ScheduleRun:
-    """Run ``schedule`` on ``where``: sim-udp, udp, sim-tcp or tcp.
+@dataclass(frozen=True)
+class Replayer:
+    """Runs schedules with one workload, client count and seed on any of ``REPLAYS``.
 
     ``model`` says which stream rules the TCP replays follow (retransmit or
-    reset); the UDP ones always follow the datagram rules.
+    reset; the datagram model means retransmit); the UDP ones always follow
+    the datagram rules.
     """
-    if where not in REPLAYS:
-        raise ValueError(f"replay on one of {', '.join(REPLAYS)}, not {where!r}")
-    stream_model = model if model.stream else Model.TCP
-    if where.startswith("sim-"):
-        chosen = stream_model if where == "sim-tcp" else Model.DATAGRAM
-        return run_in_sim(bank, workload, chosen, schedule, clients, seed=seed)
 
-    async def bounded() -> ScheduleRun:
-        async with asyncio.timeout(REPLAY_SECONDS):
-            return await _real(where, bank, workload, stream_model, schedule, clients, seed)
+    bank: BankTemplate
+    workload: Workload
+    model: Model
+    clients: int
+    seed: int = 0
 
-    return asyncio.run(bounded())
+    @property
+    def stream_model(self) -> Model:
+        return self.model if self.model.stream else Model.TCP
+
+    def run(self, where: str, schedule: FaultSchedule) -> ScheduleRun:
+        """Run ``schedule`` on ``where``: sim-udp, udp, sim-tcp or tcp."""
+        if where not in REPLAYS:
+            raise ValueError(f"replay on one of {', '.join(REPLAYS)}, not {where!r}")
+        if where.startswith("sim-"):
+            model = self.stream_model if where == "sim-tcp" else Model.DATAGRAM
+            return run_in_sim(
+                self.bank, self.workload, model, schedule, self.clients, seed=self.seed
+            )
+
+        async def bounded() -> ScheduleRun:
+            async with asyncio.timeout(REPLAY_SECONDS):
+                return await _real(
+                    where,
+                    self.bank,
+                    self.workload,
+                    self.stream_model,
+                    schedule,
+                    self.clients,
+                    self.seed,
+                )
+
+        return asyncio.run(bounded())
+
+    def replay(self, schedule: FaultSchedule, where: Sequence[str] = REPLAYS) -> Replay:
+        return Replay({w: self.run(w, schedule) for w in where})
 
 
 @dataclass(frozen=True)
@@ -218,15 +230,3 @@ def signature(run: ScheduleRun) -> tuple[tuple[str, int, str], ...]:
         (op.request_id, applied[op.request_id], result.outcome.value)
         for op, result in zip(run.operations, run.results, strict=True)
     )
-
-
-def replay(
-    bank: BankTemplate,
-    workload: Workload,
-    model: Model,
-    schedule: FaultSchedule,
-    clients: int,
-    seed: int = 0,
-    where: Sequence[str] = REPLAYS,
-) -> Replay:
-    return Replay({w: replay_one(w, bank, workload, model, schedule, clients, seed) for w in where})

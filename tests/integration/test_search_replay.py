@@ -15,7 +15,7 @@ import pytest
 from experiments.search.bank import BankTemplate, Model, Workload
 from experiments.search.cli import main
 from experiments.search.config import DEFAULT_TIMEOUT
-from experiments.search.replay import replay, replay_one, signature
+from experiments.search.replay import Replayer, signature
 from transports.retry import RetryPolicy
 from transports.schedule import FaultSchedule
 from transports.semantics import Semantics
@@ -28,8 +28,11 @@ def bank() -> Iterator[BankTemplate]:
         yield template
 
 
-def workload(semantics: Semantics) -> Workload:
-    return Workload(semantics, RetryPolicy.from_name("fixed", timeout=DEFAULT_TIMEOUT))
+def replayer(
+    bank: BankTemplate, semantics: Semantics, model: Model = Model.TCP, clients: int = 1
+) -> Replayer:
+    policy = RetryPolicy.from_name("fixed", timeout=DEFAULT_TIMEOUT)
+    return Replayer(bank, Workload(semantics, policy), model, clients)
 
 
 # schedule, semantics, stream model, deposits duplicated on (udp, tcp)
@@ -56,7 +59,7 @@ def test_real_sockets_agree_with_the_simulator(
     duplicated: tuple[int, int],
 ) -> None:
     schedule = FaultSchedule.parse(text)
-    result = replay(bank, workload(semantics), model, schedule, clients=1)
+    result = replayer(bank, semantics, model).replay(schedule)
     runs = result.runs
     for real in ("udp", "tcp"):
         assert signature(runs[real]) == signature(runs[f"sim-{real}"]), real
@@ -69,24 +72,22 @@ def test_real_sockets_agree_with_the_simulator(
 
 def test_a_disagreement_is_seen(bank: BankTemplate) -> None:
     # The check is not vacuous: a different schedule on the real side shows up.
-    w = workload(Semantics.AT_LEAST_ONCE)
-    sim = replay_one(
-        "sim-udp", bank, w, Model.TCP, FaultSchedule.parse("client0 reply: #0 drop"), 1
-    )
-    real = replay_one("udp", bank, w, Model.TCP, FaultSchedule(), 1)
+    at_least_once = replayer(bank, Semantics.AT_LEAST_ONCE)
+    sim = at_least_once.run("sim-udp", FaultSchedule.parse("client0 reply: #0 drop"))
+    real = at_least_once.run("udp", FaultSchedule())
     assert signature(sim) != signature(real)
 
 
 def test_two_clients_replay(bank: BankTemplate) -> None:
     schedule = FaultSchedule.parse("client0 reply: #1 drop; client1 request: #0 dup")
-    result = replay(bank, workload(Semantics.AT_LEAST_ONCE), Model.TCP, schedule, clients=2)
+    result = replayer(bank, Semantics.AT_LEAST_ONCE, clients=2).replay(schedule)
     assert result.agree("udp") and result.agree("tcp")
     assert result.runs["udp"].audit.duplicated == 2 and result.runs["tcp"].audit.duplicated == 1
 
 
 def test_scheduled_crash_points_match_the_simulator(bank: BankTemplate) -> None:
     schedule = FaultSchedule.parse("crash before request #0; crash after request #2")
-    run = replay_one("udp", bank, workload(Semantics.AT_MOST_ONCE), Model.TCP, schedule, 1)
+    run = replayer(bank, Semantics.AT_MOST_ONCE).run("udp", schedule)
     assert run.crashes == ((0, CrashPoint.BEFORE_APPLY), (2, CrashPoint.AFTER_APPLY))
 
 
