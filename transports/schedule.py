@@ -1,6 +1,8 @@
 """Explicit fault schedules: what happens to message #k, decided by a list, not a coin.
 
-Role: the search space for property-based tests. ``FaultLink`` draws every
+Role: the search space for property-based tests and ``python -m
+experiments.search``, and what its replays put in the real drivers' client
+channels (one ``Links`` per client, as any fault link). ``FaultLink`` draws every
 decision from a seeded RNG, so Hypothesis could only search seeds and
 probabilities, which shrink to nothing a person can read. Here each link is
 told, per message index, to deliver, drop, duplicate or delay that message

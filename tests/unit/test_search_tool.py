@@ -4,6 +4,7 @@ and that every answer is a 1-minimal counterexample (no sockets)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import strategies as st
@@ -221,3 +222,14 @@ def test_the_timeline_shows_what_happened(capsys: pytest.CaptureFixture[str]) ->
         "server arrival #1: request c0-0 attempt 2, admitted (the server crashed and restarted "
         "as it arrived: its reply cache is gone)"
     ) in out
+
+
+def test_the_readme_quotes_the_search_as_it_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    command = (
+        "$ python -m experiments.search --semantics at-most-once --faults drop,dup,crash-before"
+    )
+    quoted = readme[readme.index(command) + len(command) + 1 :]
+    quoted = quoted[: quoted.index("```")]
+    _, out, _ = search(capsys, "--semantics", "at-most-once", "--faults", "drop,dup,crash-before")
+    assert quoted == out
