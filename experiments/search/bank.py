@@ -143,6 +143,7 @@ class ScheduleRun:
     arrivals: int  # requests that reached the server
     crashes: tuple[tuple[int, CrashPoint], ...]  # (arrival, point)
     links: dict[str, dict[str, int]] = field(default_factory=dict)  # label -> counters
+    timer_lag: float | None = None  # real sockets: the latest a loop timer ran, in seconds
 
     def applied(self, request_id: str) -> list[LedgerRow]:
         return [row for row in self.rows if row[1] == request_id]

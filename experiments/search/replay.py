@@ -19,6 +19,7 @@ with SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -136,6 +137,8 @@ async def _real(
         operations = workload.operations(clients)
         opening = ledger.total_balance()
         server = await start_server(transport, ServerContext(endpoint, host=HOST))
+        lag = LoopLag()
+        watch = asyncio.create_task(lag.watch())
         try:
             channels = [_channel(transport, server.port, pair) for pair in links]
             per_client = await asyncio.gather(
@@ -147,8 +150,9 @@ async def _real(
             await server.drain(DRAIN_SECONDS)
             await _settle(endpoint)
         finally:
+            watch.cancel()
             await server.close()
-        return summarise(
+        run = summarise(
             ledger,
             [op for plan in operations for op in plan],
             [r for results in per_client for r in results],
@@ -157,6 +161,29 @@ async def _real(
             endpoint.arrivals,
             endpoint.crashes,
         )
+        return dataclasses.replace(run, timer_lag=lag.worst)
+
+
+class LoopLag:
+    """How late the event loop ran a timer, at worst, while it watched.
+
+    A real replay takes the simulator's branch only while timers fire on time:
+    a retry due at 150 ms that runs after TCP's retransmission at ~204 ms
+    finds the reply already there. The replay reports this so that a
+    disagreement on a busy machine can be told from one in the code.
+    """
+
+    PERIOD = 0.005
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+
+    async def watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.PERIOD
+            await asyncio.sleep(self.PERIOD)
+            self.worst = max(self.worst, loop.time() - due)
 
 
 def _channel(transport: str, port: int, links: Links) -> TcpChannel | UdpChannel:

@@ -30,6 +30,11 @@ _MODEL = {
 }
 
 
+#: Timers this late (seconds) can swap a retry with a TCP retransmission
+#: (150 ms timeout, ~204 ms RTO: 54 ms apart).
+LATE_TIMERS = 0.025
+
+
 @dataclass(frozen=True)
 class SearchAnswer:
     config: SearchConfig
@@ -158,7 +163,12 @@ def render_replay(config: SearchConfig, schedule: FaultSchedule, result: Replay)
         if run is None:
             continue
         verdict = "holds" if config.prop.holds(run) else "BROKEN"
-        lines.append(f"{where}: {config.prop.value} {verdict}")
+        lag = (
+            ""
+            if run.timer_lag is None
+            else f" (timers ran up to {run.timer_lag * 1e3:.0f} ms late)"
+        )
+        lines.append(f"{where}: {config.prop.value} {verdict}{lag}")
         lines += [f"  {line}" for line in explain(run, config.prop)]
     for real in ("udp", "tcp"):
         if real in result.runs and f"sim-{real}" in result.runs:
@@ -167,6 +177,12 @@ def render_replay(config: SearchConfig, schedule: FaultSchedule, result: Replay)
                 f"{real} {same} with sim-{real} (per deposit: times applied, what the client "
                 "was told)"
             )
+            late = result.runs[real].timer_lag or 0.0
+            if not result.agree(real) and late > LATE_TIMERS:
+                lines.append(
+                    f"  its timers ran up to {late * 1e3:.0f} ms late: on a busy machine two "
+                    "events can swap (a retry and TCP's retransmission); run it again"
+                )
     lines += transport_difference(result)
     return "\n".join(lines)
 
