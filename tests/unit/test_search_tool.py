@@ -3,6 +3,7 @@ and that every answer is a 1-minimal counterexample (no sockets)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from experiments.search.bank import BankTemplate, Model, run_in_sim
 from experiments.search.cli import main
 from experiments.search.config import SearchConfig
 from experiments.search.finder import find
+from experiments.search.replay import Replay
 from experiments.search.space import SearchSpace, one_minimal, without_each_fault
-from experiments.search.tool import run_search
+from experiments.search.tool import render_replay, run_search
 from transports.schedule import FaultSchedule
 from transports.semantics import Semantics
 
@@ -233,3 +235,16 @@ def test_the_readme_quotes_the_search_as_it_runs(capsys: pytest.CaptureFixture[s
     quoted = quoted[: quoted.index("```")]
     _, out, _ = search(capsys, "--semantics", "at-most-once", "--faults", "drop,dup,crash-before")
     assert quoted == out
+
+
+def test_a_replay_that_disagrees_says_so_and_how_late_its_timers_ran(bank: BankTemplate) -> None:
+    config = SearchConfig(model=Model.TCP)
+    lost = FaultSchedule.parse("client0 reply: #0 drop")
+    sim = run_in_sim(bank, config.workload(), Model.DATAGRAM, lost, 1)
+    clean = run_in_sim(bank, config.workload(), Model.DATAGRAM, FaultSchedule(), 1)
+    late = dataclasses.replace(clean, timer_lag=0.060)
+    result = Replay({"sim-udp": sim, "udp": late, "sim-tcp": sim, "tcp": sim})
+    text = render_replay(config, lost, result)
+    assert "udp: no-duplicate holds (timers ran up to 60 ms late)" in text
+    assert "udp DISAGREES with sim-udp" in text and "its timers ran up to 60 ms late" in text
+    assert "tcp agrees with sim-tcp" in text
