@@ -13,7 +13,7 @@ report prints it readably.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -100,8 +100,9 @@ CLIENTS = st.integers(1, MAX_CLIENTS)
 
 
 @pytest.fixture(scope="module")
-def bank(tmp_path_factory: pytest.TempPathFactory) -> BankTemplate:
-    return BankTemplate(tmp_path_factory.mktemp("schedules"), MAX_CLIENTS)
+def bank() -> Iterator[BankTemplate]:
+    with BankTemplate.temporary(MAX_CLIENTS) as template:  # in /dev/shm where there is one
+        yield template
 
 
 def run_schedule(
