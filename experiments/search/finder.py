@@ -44,7 +44,7 @@ class Found:
     clients: int | None
     schedule: FaultSchedule | None
     message: str | None  # the check's sentence for the shrunk example
-    examples: int  # runs of the check, shrinking included
+    runs: int  # runs of the check, shrinking included
     report: str  # Hypothesis's notes ("Falsifying example: ...")
 
 

@@ -73,7 +73,7 @@ def record(answer: SearchAnswer, result: Replay | None) -> SearchRecord:
         timeout_ms=c.timeout * 1e3,
         property=c.prop.value,
         examples=c.examples,
-        runs=answer.examples,
+        runs=answer.runs,
         counterexample=str(answer.schedule) if answer.schedule is not None else "",
         size=answer.schedule.faults if answer.schedule is not None else 0,
         clients=answer.clients or 0,

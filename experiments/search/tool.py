@@ -13,14 +13,13 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from experiments.search import trace
 from experiments.search.bank import BankTemplate, Model, ScheduleRun, run_in_sim
 from experiments.search.config import CRASH_KINDS, SearchConfig
 from experiments.search.explain import explain, link_summary
 from experiments.search.finder import find
 from experiments.search.replay import REPLAYS, Replay, signature
 from experiments.search.space import one_minimal
-from experiments.search.trace import Step
+from experiments.search.trace import Step, timeline_lines
 from transports.schedule import FaultSchedule
 
 _MODEL = {
@@ -38,7 +37,7 @@ LATE_TIMERS = 0.025
 @dataclass(frozen=True)
 class SearchAnswer:
     config: SearchConfig
-    examples: int  # runs of the property, shrinking included
+    runs: int  # runs of the property, shrinking included
     clients: int | None = None
     schedule: FaultSchedule | None = None  # 1-minimal
     shrunk: FaultSchedule | None = None  # as Hypothesis left it
@@ -64,15 +63,13 @@ def run_search(config: SearchConfig, bank: BankTemplate) -> SearchAnswer:
         seed_value=config.seed,
     )
     if found.schedule is None or found.clients is None:
-        return SearchAnswer(config, found.examples)
+        return SearchAnswer(config, found.runs)
     clients = found.clients
     minimal = one_minimal(found.schedule, lambda s: check(clients, s) is not None)
     steps: list[Step] = []
     explained = run(clients, minimal, steps)
-    timeline = tuple(trace.render(steps))
-    return SearchAnswer(
-        config, found.examples, clients, minimal, found.schedule, explained, timeline
-    )
+    timeline = tuple(timeline_lines(steps))
+    return SearchAnswer(config, found.runs, clients, minimal, found.schedule, explained, timeline)
 
 
 def describe(config: SearchConfig) -> list[str]:
@@ -114,14 +111,14 @@ def render_search(answer: SearchAnswer) -> str:
     lines = ["search", *(f"  {line}" for line in describe(config))]
     if answer.schedule is None or answer.clients is None or answer.run is None:
         lines.append(
-            f"no counterexample in {config.examples} examples ({answer.examples} runs): "
+            f"no counterexample in {config.examples} examples ({answer.runs} runs): "
             f"{config.prop.value} held in every schedule searched"
         )
         return "\n".join(lines)
     schedule, clients = answer.schedule, answer.clients
     plural = "s" * (schedule.faults != 1)
     lines.append(
-        f"counterexample after {answer.examples} runs, {clients} client{'s' * (clients != 1)}, "
+        f"counterexample after {answer.runs} runs, {clients} client{'s' * (clients != 1)}, "
         f"{schedule.faults} fault{plural} (1-minimal: removing any one fault repairs it):"
     )
     lines.append(f"  {schedule}")

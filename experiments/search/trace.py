@@ -146,6 +146,6 @@ class TracedEndpoint(ServerEndpoint):
         return reply
 
 
-def render(steps: Sequence[Step]) -> list[str]:
+def timeline_lines(steps: Sequence[Step]) -> list[str]:
     """The steps in time order (stable: same-time steps keep their order)."""
     return [f"{_ms(s.at):>10}  {s.text}" for s in sorted(steps, key=lambda s: s.at)]

@@ -137,7 +137,7 @@ def search(
 ) -> Found:
     """Run ``check`` under Hypothesis (the tool's search loop), expect a shrunk failure."""
     found = find(check, strategy, CLIENTS, max_examples=max_examples)
-    assert found.schedule is not None, f"no counterexample in {found.examples} examples"
+    assert found.schedule is not None, f"no counterexample in {found.runs} examples"
     return found
 
 

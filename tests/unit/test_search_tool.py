@@ -174,7 +174,7 @@ def test_every_answer_is_one_minimal(
 
 def test_exactly_once_has_no_counterexample(bank: BankTemplate) -> None:
     answer = run_search(SearchConfig(Semantics.EXACTLY_ONCE, faults=CRASHY, examples=200), bank)
-    assert answer.schedule is None and answer.examples == 200
+    assert answer.schedule is None and answer.runs == 200
 
 
 def test_tcp_model_duplicates_without_losing_a_reply_only_below_the_rto(
