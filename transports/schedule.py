@@ -286,12 +286,12 @@ class FaultSchedule:
             if match is None:
                 raise ValueError(f"cannot parse schedule item {item!r}")
             table = requests if match[2] == "request" else replies
-            actions = table.setdefault(int(match[1]), {})
+            actions = table.setdefault(_bounded(int(match[1]), "client"), {})
             for entry in match[3].split(","):
                 at = _AT.fullmatch(entry.strip())
                 if at is None:
                     raise ValueError(f"expected '#k action', got {entry.strip()!r}")
-                actions[int(at[1])] = Action.parse(at[2])
+                actions[_bounded(int(at[1]), "message index")] = Action.parse(at[2])
         n = max([*requests, *replies], default=-1) + 1
         return cls(
             tuple(
@@ -301,6 +301,17 @@ class FaultSchedule:
             frozenset(before),
             frozenset(after),
         )
+
+
+#: Largest client number and message index ``parse`` accepts: a schedule is
+#: stored densely, so ``#99999999999`` would otherwise take all the memory.
+MAX_PARSED_INDEX = 9999
+
+
+def _bounded(value: int, what: str) -> int:
+    if value > MAX_PARSED_INDEX:
+        raise ValueError(f"{what} {value} is too large (at most {MAX_PARSED_INDEX})")
+    return value
 
 
 def _dense(actions: dict[int, Action]) -> tuple[Action, ...]:

@@ -17,13 +17,13 @@ from experiments.framework.options import choice, csv_list, error
 from experiments.search.bank import BankTemplate
 from experiments.search.config import (
     FAULT_KINDS,
-    SearchConfig,
     add_workload_options,
     config_from_args,
     directions,
     fault_kinds,
 )
-from experiments.search.replay import REPLAYS, Replayer
+from experiments.search.reference import main as reference_main
+from experiments.search.replay import REPLAY_SECONDS, REPLAYS, Replayer
 from experiments.search.space import DIRECTIONS
 from experiments.search.tool import render_replay, render_search, run_search
 from transports.schedule import FaultSchedule
@@ -82,8 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["replay"]:
         return replay_main(args[1:])
     if args[:1] == ["reference"]:
-        from experiments.search.reference import main as reference_main
-
         return reference_main(args[1:])
     return search_main(args)
 
@@ -120,10 +118,10 @@ def replay_main(argv: Sequence[str]) -> int:
         return error(err)
     with BankTemplate.temporary(config.clients) as bank:
         replayer = Replayer(bank, config.workload(), config.model, args.clients, config.seed)
-        result = replayer.replay(schedule, args.on)
+        try:
+            result = replayer.replay(schedule, args.on)
+        except TimeoutError:
+            return error(f"a real replay took longer than {REPLAY_SECONDS:g} s; stopped it")
     print(render_replay(config, schedule, result))
     pairs = [r for r in ("udp", "tcp") if r in result.runs and f"sim-{r}" in result.runs]
     return 0 if all(result.agree(r) for r in pairs) else 1
-
-
-__all__ = ["SearchConfig", "main"]

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from experiments.search import replay as replay_module
 from experiments.search.bank import BankTemplate, Model, Workload
 from experiments.search.cli import main
 from experiments.search.config import DEFAULT_TIMEOUT
@@ -104,3 +105,12 @@ def test_replay_command_prints_each_audit_and_the_transport_difference(
     assert "TCP and UDP differ, because of the transport:" in out
     assert "c0-0: applied 2x, told ok over UDP; applied 1x, told ok over TCP" in out
     assert "1 duplicates absorbed by TCP" in out
+
+
+def test_a_replay_that_runs_too_long_is_stopped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay_module, "REPLAY_SECONDS", 0.3)
+    status = main(["replay", "client0 request: #0 delay 2s", "--on", "udp"])
+    err = capsys.readouterr().err
+    assert status == 2 and "took longer than" in err and "Traceback" not in err

@@ -121,6 +121,9 @@ def test_bad_choices_are_refused_by_the_parser(
         (["replay", "client0 sideways: #0 drop"], "cannot parse schedule item"),
         (["replay", "client1 reply: #0 drop"], "replay it with --clients 2"),
         (["replay", "no faults", "--on", "carrier"], "is not one of sim-udp"),
+        (["replay", "client0 reply: #99999999999 drop"], "message index 99999999999 is too"),
+        (["replay", "client99999999 reply: #0 drop"], "client 99999999 is too large"),
+        (["replay", "client0 reply: #0 delay 61s"], "a delay must be in (0, 60] s"),
     ],
 )
 def test_bad_values_get_one_line_and_status_2(
