@@ -22,6 +22,7 @@ from experiments.search.config import (
     directions,
     fault_kinds,
 )
+from experiments.search.finder import scratch_storage
 from experiments.search.reference import main as reference_main
 from experiments.search.replay import REPLAY_SECONDS, REPLAYS, Replayer
 from experiments.search.space import DIRECTIONS
@@ -81,9 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["replay"]:
         return replay_main(args[1:])
-    if args[:1] == ["reference"]:
-        return reference_main(args[1:])
-    return search_main(args)
+    with scratch_storage():
+        if args[:1] == ["reference"]:
+            return reference_main(args[1:])
+        return search_main(args)
 
 
 def search_main(argv: Sequence[str]) -> int:

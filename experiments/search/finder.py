@@ -9,11 +9,14 @@ the number of examples tried when nothing broke the property.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from transports.schedule import FaultSchedule
 
@@ -83,3 +86,17 @@ def find(
         report = "\n".join(getattr(err, "__notes__", []))
         return Found(clients_found, schedule, message, runs, report)
     return Found(None, None, None, runs, "")
+
+
+@contextmanager
+def scratch_storage() -> Iterator[None]:
+    """Hypothesis's files (its constants cache) in a temporary directory, not ./.hypothesis.
+
+    A search keeps nothing between runs: its seed reproduces it.
+    """
+    with tempfile.TemporaryDirectory(prefix="search-hypothesis-") as home:
+        set_hypothesis_home_dir(home)
+        try:
+            yield
+        finally:
+            set_hypothesis_home_dir(None)
