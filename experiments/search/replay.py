@@ -250,10 +250,16 @@ class Replay:
         return signature(self.runs[real]) == signature(self.runs[f"sim-{real}"])
 
 
-def signature(run: ScheduleRun) -> tuple[tuple[str, int, str], ...]:
-    """Per operation: its id, how many ledger rows it made, what its client was told."""
+def signature(run: ScheduleRun) -> tuple[tuple[str, int, str, int | None], ...]:
+    """Per operation: its id, how many ledger rows it made, what its client was told,
+    and which attempt's reply told it (None: no reply)."""
     applied = {op.request_id: len(run.applied(op.request_id)) for op in run.operations}
     return tuple(
-        (op.request_id, applied[op.request_id], result.outcome.value)
+        (
+            op.request_id,
+            applied[op.request_id],
+            result.outcome.value,
+            None if result.reply is None else result.reply.attempt,
+        )
         for op, result in zip(run.operations, run.results, strict=True)
     )
