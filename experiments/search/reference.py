@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from experiments.framework.options import add_output_options, environment
+from experiments.framework.options import add_output_options, environment, error
 from experiments.framework.records import Record
 from experiments.framework.results import Results, write_results
 from experiments.search.bank import BankTemplate, Model
@@ -119,6 +119,10 @@ def main(argv: Sequence[str]) -> int:
     add_output_options(p, "search", quick=None, progress=False)
     args = p.parse_args(argv)
     config = ReferenceConfig(args.examples, args.out, args.name)
+    try:
+        searches(config.examples)  # checks the budget before anything runs
+    except ValueError as err:
+        return error(err)
     records, text = run(config)
     summary = summary_table(records)
     print(summary)

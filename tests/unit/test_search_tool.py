@@ -124,6 +124,8 @@ def test_bad_choices_are_refused_by_the_parser(
         (["replay", "client0 reply: #99999999999 drop"], "message index 99999999999 is too"),
         (["replay", "client99999999 reply: #0 drop"], "client 99999999 is too large"),
         (["replay", "client0 reply: #0 delay 61s"], "a delay must be in (0, 60] s"),
+        (["reference", "--examples", "0"], "--examples must be in 1..100000"),
+        (["--timeout", "30s", "--faults", "delay"], "a delay must be in (0, 60] s, got 105.0"),
     ],
 )
 def test_bad_values_get_one_line_and_status_2(
