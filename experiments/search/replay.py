@@ -14,6 +14,12 @@ reply cache; after apply, the reply being sent too) and goes on at once on
 the same SQLite ledger and the same socket. A real process crash would also
 reset TCP connections; ``python -m experiments.crashes`` kills real servers
 with SIGKILL.
+
+A real run follows the simulator only while its timers run on time (each
+real run reports how late they ran), and, with two clients, only while their
+requests reach the server in the simulator's order: clients that send at the
+same instant race on real sockets, so a crash numbered by arrival may strike
+the other client's request.
 """
 
 from __future__ import annotations
