@@ -45,8 +45,6 @@ from transports.faults.spec import (
 __all__ = [
     "MAX_DURATION",
     "Cut",
-    "Partition",
-    "PartitionError",
     "Delivery",
     "Direction",
     "Fate",
@@ -54,6 +52,8 @@ __all__ = [
     "FaultSpec",
     "FaultSpecError",
     "LinkFaults",
+    "Partition",
+    "PartitionError",
     "ServerFaults",
     "TcpRecovery",
     "Verdict",

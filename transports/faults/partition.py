@@ -73,7 +73,8 @@ class Partition:
                 raise PartitionError(f"{_key(name)}: expected a duration, got {value!r}")
             if not (math.isfinite(value) and 0.0 <= value <= MAX_SECONDS):
                 raise PartitionError(
-                    f"{_key(name)} must be a duration in [0, {MAX_SECONDS:g}] seconds, got {value!r}"
+                    f"{_key(name)} must be a duration in [0, {MAX_SECONDS:g}] seconds, "
+                    f"got {value!r}"
                 )
         if not isinstance(self.cut, Cut):
             raise PartitionError(f"partition_dir: expected one of {_CUTS}, got {self.cut!r}")
@@ -188,3 +189,7 @@ def format_clients(clients: Iterable[int]) -> str:
         else:
             ranges.append([c, c])
     return "+".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+#: No partition: the default of every spec.
+NO_PARTITION = Partition()

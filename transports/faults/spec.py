@@ -13,10 +13,10 @@ import dataclasses
 import enum
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from transports.faults.partition import KEYS as PARTITION_KEYS
-from transports.faults.partition import Partition, PartitionError
+from transports.faults.partition import NO_PARTITION, Partition, PartitionError
 
 #: Longest accepted duration (delay, jitter, gap), in seconds: anything longer is
 #: a typo (``delay=2`` meant as milliseconds) rather than a network.
@@ -192,7 +192,7 @@ class LinkFaults:
     ge_loss: float = 1.0
     reset: float = 0.0
     tcp: TcpRecovery = TcpRecovery.RETRANSMIT
-    partition: Partition = Partition()
+    partition: Partition = NO_PARTITION
 
     def __post_init__(self) -> None:
         _check_values(self, _LINK_KEYS)
@@ -262,7 +262,7 @@ class FaultSpec:
     reset: float = 0.0
     crash: float = 0.0
     tcp: TcpRecovery = TcpRecovery.RETRANSMIT
-    partition: Partition = Partition()
+    partition: Partition = NO_PARTITION
 
     NONE: ClassVar[str] = "none"
 
@@ -355,7 +355,7 @@ class FaultSpec:
         return self.link.is_zero and self.server.is_zero
 
 
-def _fields(obj: object) -> dict[str, object]:
+def _fields(obj: object) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
 
 

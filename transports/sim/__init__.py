@@ -21,8 +21,9 @@ Timing model (all times in virtual seconds):
   meanwhile is dropped, as on a real server.
 * Each client runs its plan sequentially: the next call starts the instant the
   previous one is done, or at its ``SimRequest.not_before`` if that is later
-  (an open-loop schedule: a client behind schedule catches up back to back). Clients run concurrently; heap ties break by sequence
-  number, so the interleaving is deterministic.
+  (an open-loop schedule: a client behind schedule catches up back to back).
+  Clients run concurrently; heap ties break by sequence number, so the
+  interleaving is deterministic.
 
 Stream (TCP-like) model: each client has a connection epoch. The first send
 after a break opens a connection (counted): the request link's ``connect``
