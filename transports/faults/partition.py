@@ -57,7 +57,7 @@ class Partition:
 
     ``clients``: the client indices it cuts (None: every client). A link's
     client index is the number in its label (``client3/request``: 3; the
-    proxy's ``conn3/...``: the fourth connection).
+    fault proxy numbers its connections and sessions from 1: ``conn3/...``).
     """
 
     duration: float = 0.0
