@@ -40,7 +40,7 @@ from experiments.framework.options import (
     csv_list,
     duration,
 )
-from experiments.outages_cell import STREAM, Load, OutageCell, OutageRecord, run_outage
+from experiments.outages_cell import REAL, STREAM, Load, OutageCell, OutageRecord, run_outage
 from experiments.outages_report import plot, render
 from transports.faults import Cut
 from transports.retry import EXPO, EXPO_FULL, FIXED, POLICY_NAMES
@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--transports",
-        type=csv_list(choice(tuple(STREAM))),
+        type=csv_list(choice((*STREAM, *REAL))),
         default="sim-udp",
-        help="sim-udp (datagrams) and/or sim-tcp (TCP's retransmission model)",
+        help="sim-udp (datagrams) and/or sim-tcp (TCP's retransmission model) in virtual "
+        "time; udp and/or tcp: real loopback sockets in real time (cells one at a time)",
     )
     p.add_argument(
         "--policies", type=csv_list(choice(POLICY_NAMES)), default=",".join(POLICY_NAMES)
@@ -211,7 +212,8 @@ def label(cell: OutageCell) -> str:
 
 
 def jobs(cfg: OutagesConfig) -> int:
-    return cfg.jobs
+    # Real cells run in real time: side by side they would slow one another.
+    return 1 if any(t in REAL for t in cfg.transports) else cfg.jobs
 
 
 OUTAGES = Experiment(

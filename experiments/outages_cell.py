@@ -11,17 +11,23 @@ to drain, and latency from each operation's scheduled start.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
 import random
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from experiments.audit import Audit, audit
 from experiments.framework.records import FLATTEN, OMIT_NONE, Record
 from experiments.framework.tables import percentile
+from experiments.outages_real import run_real
 from experiments.runner import SCRYPT_N, SESSION_TTL
-from experiments.workload import open_accounts, plan_operations
+from experiments.workload import Operation, open_accounts, plan_operations
 from services.bank import BankService
 from services.ledger import Ledger
 from transports.call import CallResult, RetrySettings
@@ -30,14 +36,17 @@ from transports.faults import Cut, FaultSpec, Partition
 from transports.retry import RetryBudget, RetryPolicy, RtoEstimator
 from transports.semantics import ReplyCache, Semantics
 from transports.sim import SimRequest, simulate
+from transports.wire import Request
 
 #: The server's load is counted in windows of this many seconds.
 WINDOW = 0.010
 #: gRPC's example throttling (gRFC A6): 10 tokens, 0.1 back per success.
 BUDGET_TOKENS = 10.0
 BUDGET_RATIO = 0.1
-#: Stream cells: what ``sim-tcp`` means (``simulate(stream=True)``).
+#: The simulated transports and their mode (``simulate(stream=...)``).
 STREAM = {"sim-udp": False, "sim-tcp": True}
+#: Real loopback sockets (``experiments.outages_real``).
+REAL = ("udp", "tcp")
 
 
 @dataclass(frozen=True)
@@ -118,53 +127,102 @@ def schedule(load: Load, cell: OutageCell) -> list[list[float]]:
     return out
 
 
+class CountingEndpoint(ServerEndpoint):
+    """The server's endpoint, noting when each request reaches it (the server's load)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrivals: list[float] = []  # in the driver's clock
+
+    def receive(self, data: bytes, now: float, budget: int | None = None) -> Request | bytes | None:
+        self.arrivals.append(now)
+        return super().receive(data, now, budget)
+
+
 def run_outage(load: Load, cell: OutageCell) -> OutageRecord:
-    """Run the cell on a fresh in-memory ledger and measure it."""
+    """Run the cell on a fresh ledger (in memory for the simulator) and measure it."""
     times = schedule(load, cell)
     plans = plan_operations(load.seed, load.clients, sum(len(t) for t in times))
-    ledger = Ledger(None, scrypt_n=SCRYPT_N, session_ttl=SESSION_TTL, in_memory=True)
-    try:
-        tokens = open_accounts(ledger, load.clients, now=0.0)
-        opening = ledger.total_balance()
-        cache = (
-            ReplyCache(retention=load.retention)
-            if cell.semantics is Semantics.AT_MOST_ONCE
-            else None
+    faults = fault_spec(load, cell)
+    simulated = cell.transport in STREAM
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Ledger(
+            None if simulated else str(Path(tmp) / "ledger.sqlite3"),
+            scrypt_n=SCRYPT_N,
+            session_ttl=SESSION_TTL,
+            in_memory=simulated,
         )
-        endpoint = ServerEndpoint(BankService(ledger), cell.semantics, cache)
-        requests = [
-            [SimRequest(op.request_id, *op.call_args(token), not_before=at)
-             for op, at in zip(plan, starts, strict=True)]
-            for plan, starts, token in zip(plans, times, tokens, strict=True)
-        ]  # fmt: skip
-        arrivals: collections.Counter[int] = collections.Counter()
-        faults = fault_spec(load, cell)
-        result = simulate(
-            endpoint,
-            requests,
-            lambda _client: settings(load, cell),
-            faults=faults,
-            seed=load.seed,
-            stream=STREAM[cell.transport],
-            on_server_receive=lambda now, _data: arrivals.update((int(now / WINDOW),)),
-        )
-        outcome = audit(
-            [op for plan in plans for op in plan],
-            [r for client in result.calls for r in client],
-            ledger.applications(),
-            ledger.total_balance(),
-            opening,
-        )
-    finally:
-        ledger.close()
+        try:
+            tokens = open_accounts(ledger, load.clients, now=0.0 if simulated else time.monotonic())
+            opening = ledger.total_balance()
+            amo = cell.semantics is Semantics.AT_MOST_ONCE
+            cache = ReplyCache(retention=load.retention) if amo else None
+            endpoint = CountingEndpoint(BankService(ledger), cell.semantics, cache)
+            if simulated:
+                calls, origin = _simulate(load, cell, endpoint, plans, times, tokens, faults), 0.0
+            else:
+                calls, origin = asyncio.run(
+                    run_real(cell.transport, ledger, endpoint, plans, times, tokens,
+                             faults.link, lambda: settings(load, cell), load.seed)
+                )  # fmt: skip
+            outcome = audit(
+                [op for plan in plans for op in plan],
+                [r for client in calls for r in client],
+                ledger.applications(),
+                ledger.total_balance(),
+                opening,
+            )
+        finally:
+            ledger.close()
+    return _measure(load, cell, faults, outcome, calls, times, endpoint.arrivals, origin)
+
+
+def _simulate(
+    load: Load,
+    cell: OutageCell,
+    endpoint: ServerEndpoint,
+    plans: Sequence[Sequence[Operation]],
+    times: Sequence[Sequence[float]],
+    tokens: Sequence[str],
+    faults: FaultSpec,
+) -> list[list[CallResult]]:
+    requests = [
+        [SimRequest(op.request_id, *op.call_args(token), not_before=at)
+         for op, at in zip(plan, starts, strict=True)]
+        for plan, starts, token in zip(plans, times, tokens, strict=True)
+    ]  # fmt: skip
+    result = simulate(
+        endpoint,
+        requests,
+        lambda _client: settings(load, cell),
+        faults=faults,
+        seed=load.seed,
+        stream=STREAM[cell.transport],
+    )
+    return result.calls
+
+
+def _measure(
+    load: Load,
+    cell: OutageCell,
+    faults: FaultSpec,
+    outcome: Audit,
+    calls: Sequence[Sequence[CallResult]],
+    times: Sequence[Sequence[float]],
+    arrivals: Sequence[float],
+    origin: float,
+) -> OutageRecord:
+    """The record of a run whose clock read ``origin`` at the schedule's time 0."""
+    counts = collections.Counter(int((t - origin) / WINDOW) for t in arrivals if t >= origin)
+    windows = tuple(counts[w] for w in range(max(counts, default=-1) + 1))
     heal = load.partition_at + cell.length
-    windows = tuple(arrivals[w] for w in range(max(arrivals, default=-1) + 1))
     steady = _steady(windows, load)
     peak = max(windows[int(heal / WINDOW) :], default=0)
+    due = [[origin + at for at in starts] for starts in times]
     late = sorted(
         (r.finished - at) * 1000
-        for calls, starts in zip(result.calls, times, strict=True)
-        for r, at in zip(calls, starts, strict=True)
+        for results, starts in zip(calls, due, strict=True)
+        for r, at in zip(results, starts, strict=True)
     )
     return OutageRecord(
         cell=cell,
@@ -176,7 +234,7 @@ def run_outage(load: Load, cell: OutageCell) -> OutageRecord:
         steady=steady,
         peak=peak,
         peak_ratio=peak / steady if steady else math.inf,
-        drain_s=drain_time(result.calls, times, heal),
+        drain_s=drain_time(calls, due, origin + heal),
         late_p50_ms=percentile(late, 50),
         late_p99_ms=percentile(late, 99),
         late_max_ms=late[-1] if late else 0.0,
