@@ -16,11 +16,14 @@ set of cells cuts only the replies (``--reply-only``, one partition length
 each, policy expo, no budget): every deposit applies, and the clients that
 give up meanwhile report unknown, which the audit counts as phantoms.
 
-The simulator only, in virtual time (sim-udp: a cut datagram is lost;
+By default the simulator, in virtual time (sim-udp: a cut datagram is lost;
 sim-tcp: TCP retransmits on its RTO back-off until a copy goes out after the
-heal): one seed reproduces every table exactly. The default run (about a
-minute on 2 cores) writes results/outages.{json,csv,md,png}; ``--quick``
-runs 40 clients and two policies.
+heal): one seed reproduces every table exactly. ``--transports udp,tcp``
+runs the same cells on real loopback sockets, one at a time, in real time
+(200 clients keep their steady load on a 2-core machine; the heal's burst
+saturates the one server process). The default run (about 1.5 minutes on 2
+shared cores) writes results/outages.{json,csv,md,png}; ``--quick`` runs 40
+clients and three policies.
 """
 
 from __future__ import annotations

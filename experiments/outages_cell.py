@@ -266,16 +266,16 @@ def drain_time(
 ) -> float:
     """Seconds from the heal until the last client has no overdue operation left.
 
-    A client is back on schedule when an operation due after the heal starts
-    at its scheduled time: it caught up when the one before it finished. A
-    client still behind at the end of its plan drains when its last call ends.
+    A client is back on schedule once an operation due after the heal finds
+    the one before it finished: it caught up when that one finished. A client
+    still behind at the end of its plan drains when its last call ends.
     """
     worst = 0.0
     for results, starts in zip(calls, times, strict=True):
         caught_up = results[-1].finished if results else heal
-        for k, (r, at) in enumerate(zip(results, starts, strict=True)):
-            if at >= heal and r.started <= at and k > 0:
-                caught_up = max(heal, min(results[k - 1].finished, at))
+        for k in range(1, len(results)):
+            if starts[k] >= heal and results[k - 1].finished <= starts[k]:
+                caught_up = max(heal, results[k - 1].finished)
                 break
         worst = max(worst, caught_up - heal)
     return worst

@@ -74,8 +74,9 @@ def render(records: Sequence[OutageRecord], env: Environment) -> str:
         f"{_seconds(p.cap)}, {p.max_attempts} attempts; budget: gRFC A6 throttling, "
         f"10 tokens, 0.1 per reply, per client. At-most-once reply cache retention "
         f"{_seconds(p.retention)}. Load: server arrivals per {WINDOW * 1000:g} ms window. "
-        f"Latency: finish minus scheduled start (backlog included), virtual time. "
-        f"Simulator, Python {env['python']}, {env['cpus']} CPUs."
+        f"Latency: finish minus scheduled start (backlog included). sim-*: the simulator, "
+        f"virtual time, an infinitely parallel server; udp, tcp: real loopback sockets, one "
+        f"server process, wall-clock time. Python {env['python']}, {env['cpus']} CPUs."
     )
     parts = [header]
     for (transport, cut, length), rows in _groups(records).items():
@@ -86,24 +87,29 @@ def render(records: Sequence[OutageRecord], env: Environment) -> str:
 
 
 def reading(records: Sequence[OutageRecord]) -> list[str]:
-    """One line per claim, computed from this run (a claim the run cannot test says so)."""
-    return [_jitter(records), _budget(records), _retention(records), _reply_only(records)]
+    """One line per claim (per transport where it differs), computed from this run."""
+    transports = list(dict.fromkeys(r.cell.transport for r in records))
+    per_transport = [
+        line
+        for t in transports
+        for line in (
+            _jitter([r for r in records if r.cell.transport == t]),
+            _reply_only([r for r in records if r.cell.transport == t]),
+        )
+    ]
+    return [*per_transport, _budget(records), _retention(records)]
 
 
 def _jitter(records: Sequence[OutageRecord]) -> str:
+    transport = records[0].cell.transport
     main = [r for r in records if r.cell.cut is Cut.BOTH and not r.cell.budget]
-    main = [r for r in main if r.cell.semantics is LOAD_SEMANTICS]
-    peaks = (
-        {r.cell.policy: r for r in main if r.cell.transport == main[0].cell.transport}
-        if main
-        else {}
-    )
+    peaks = {r.cell.policy: r for r in main if r.cell.semantics is LOAD_SEMANTICS}
     if not {FIXED, EXPO, EXPO_FULL} <= peaks.keys():
-        return "jitter: not measured (needs fixed, expo and expo-full, both directions cut)"
+        return f"jitter ({transport}): not measured (needs fixed, expo and expo-full, both cut)"
     full = peaks[EXPO_FULL]
     verdict = all(peaks[n].peak >= CLEARLY * full.peak for n in (FIXED, EXPO))
     return (
-        f"jitter ({main[0].cell.transport}, {LOAD_SEMANTICS.value}, no budget): peak after the "
+        f"jitter ({transport}, {LOAD_SEMANTICS.value}, no budget): peak after the "
         f"heal {peaks[FIXED].peak} (fixed) and {peaks[EXPO].peak} (expo) against "
         f"{full.peak} (expo-full) arrivals per window, i.e. {peaks[FIXED].peak_ratio:.1f}x, "
         f"{peaks[EXPO].peak_ratio:.1f}x and {full.peak_ratio:.1f}x the steady load; attempts "
@@ -152,16 +158,17 @@ def _retention(records: Sequence[OutageRecord]) -> str:
 
 
 def _reply_only(records: Sequence[OutageRecord]) -> str:
+    transport = records[0].cell.transport
     cut = [r for r in records if r.cell.cut is Cut.REPLIES and r.cell.semantics.retries]
     if not cut:
-        return "reply-only: not measured (no reply-only partition)"
+        return f"reply-only ({transport}): not measured (no reply-only partition)"
     longest = max(r.cell.length for r in cut)
     rows = [r for r in cut if r.cell.length == longest]
     items = ", ".join(
         f"{r.cell.semantics.value} {r.audit.unknown} unknown / {r.audit.phantom} phantom"
         for r in rows
     )
-    return f"reply-only ({_seconds(longest)}): {items}"
+    return f"reply-only ({transport}, {_seconds(longest)}): {items}"
 
 
 def plot(name: str, records: Sequence[OutageRecord]) -> Plot:

@@ -10,8 +10,10 @@ import pytest
 from experiments import outages
 from experiments.outages_cell import Load, OutageCell, OutageRecord, drain_time, run_outage
 from experiments.outages_report import CLEARLY, render
+from transports.call import CallResult, Outcome
 from transports.faults import Cut
 from transports.semantics import Semantics
+from transports.wire import Request
 
 LOAD = Load(
     clients=30,
@@ -111,7 +113,19 @@ def test_same_seed_same_tables() -> None:
     )
 
 
-def test_drain_time_is_zero_without_a_backlog() -> None:
+def _results(finished: list[float]) -> list[CallResult]:
+    request = Request("r", "bank.deposit", {})
+    return [CallResult(request, Outcome.OK, None, 1, f - 0.01, f) for f in finished]
+
+
+def test_drain_time_is_when_the_last_client_is_back_on_schedule() -> None:
+    due = [0.0, 1.0, 2.0, 3.0]
+    behind = _results([0.01, 2.6, 2.61, 3.0105])  # ops due at 1 and 2 end late, 3 is on time
+    on_time = _results([0.01, 1.01, 2.01, 3.01])
+    assert drain_time([on_time, behind], [due, due], 1.5) == pytest.approx(2.61 - 1.5)
+    assert drain_time([on_time], [due], 1.5) == 0.0
+    # Still behind when its plan ends: drained when its last call ends.
+    assert drain_time([_results([0.01, 5.0, 5.1, 5.2])], [due], 1.5) == pytest.approx(3.7)
     assert drain_time([], [], 1.0) == 0.0
 
 
