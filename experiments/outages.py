@@ -20,8 +20,8 @@ By default the simulator, in virtual time (sim-udp: a cut datagram is lost;
 sim-tcp: TCP retransmits on its RTO back-off until a copy goes out after the
 heal): one seed reproduces every table exactly. ``--transports udp,tcp``
 runs the same cells on real loopback sockets, one at a time, in real time
-(200 clients keep their steady load on a 2-core machine; the heal's burst
-saturates the one server process). The default run (about 1.5 minutes on 2
+(200 clients keep their steady load on a 2-core machine, 400 do not; the
+heal's burst saturates the one server process). The default run (about 1.5 minutes on 2
 shared cores) writes results/outages.{json,csv,md,png}; ``--quick`` runs 40
 clients and three policies.
 """
