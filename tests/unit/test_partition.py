@@ -150,3 +150,11 @@ def test_retransmitting_stream_blocked_copies_are_lost() -> None:
 def test_link_faults_reject_a_non_partition() -> None:
     with pytest.raises(FaultSpecError, match="expected a Partition"):
         LinkFaults(partition=2.0)  # type: ignore[arg-type]
+
+
+def test_without_an_origin_time_counts_from_the_first_message() -> None:
+    link = FaultLink(FaultSpec.parse("partition=1s,partition_at=1s").link, 7, "client0/request")
+    assert [link.apply(b"m", t).delivered for t in (100.0, 100.5, 101.5, 102.5)] == [
+        True, True, False, True,
+    ]  # fmt: skip
+    assert link.origin == 100.0

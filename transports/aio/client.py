@@ -40,11 +40,12 @@ def open_channel(
     faults: LinkFaults | None = None,
     seed: int = 0,
     name: str = "client",
-    origin: float = 0.0,
+    origin: float | None = None,
 ) -> ClientChannel:
     """A client channel; ``faults`` applies client-side links named ``name``.
 
-    ``origin``: the loop time from which a partition's times count.
+    ``origin``: the loop time from which a partition's times count (None: from
+    the channel's first message).
     """
     stream = check_transport(transport) == "tcp"
     links = Links.build(faults, seed, name, stream=stream, origin=origin)

@@ -133,7 +133,7 @@ class FaultLink:
         label: str,
         *,
         stream: bool = False,
-        origin: float = 0.0,
+        origin: float | None = None,
     ) -> None:
         self.faults = faults
         self.seed = seed
@@ -155,10 +155,12 @@ class FaultLink:
         #: When the latest message this link let through arrives (``-inf``: none
         #: yet): a closing client lets the network deliver what it still holds.
         self.last_delivery_at = -math.inf
-        #: Timed faults (a partition) count time from here: the run's start in the
-        #: driver's clock (0 in the simulator).
+        #: Timed faults (a partition) count time from here, in the driver's clock:
+        #: the run's start when the driver gives it (0 in the simulator), else the
+        #: time of this link's first message (or connection).
         self.origin = origin
-        self._cut: Callable[[float], bool] | None = _partition_cut(faults, label, origin)
+        self._window = _partition_window(faults, label)
+        self._cut: Callable[[float], bool] | None = None if self._window is None else self._cut_at
         self._passthrough = faults.is_zero
         #: Every message is delivered at once, untouched (no fault can act, and
         #: ``decide`` not overridden): drivers may then skip building a
@@ -197,8 +199,15 @@ class FaultLink:
             corrupt_seed=message_seed if u_corrupt < faults.corrupt else None,
         )
 
+    def _cut_at(self, now: float) -> bool:
+        """Does the partition cut what this link sends at ``now``?"""
+        assert self._window is not None and self.origin is not None
+        return self._window(now - self.origin)
+
     def apply(self, data: bytes, now: float) -> Verdict:
         """Decide the fate of one message sent at ``now``."""
+        if self.origin is None:
+            self.origin = now
         self.counters["messages"] += 1
         if self.passthrough:
             # A link's faults never change, so skipping the draws cannot shift any
@@ -230,6 +239,9 @@ class FaultLink:
         """
         self._connections += 1
         back = self if reply is None else reply
+        for link in (self, back):
+            if link.origin is None:
+                link.origin = now
         for link in {self, back}:
             link._new_stream()
         if not self.retransmits or (self.faults.loss == 0.0 and back.faults.loss == 0.0):
@@ -337,8 +349,10 @@ class FaultLink:
 _CLIENT_LABEL = re.compile(r"[A-Za-z_]*(\d+)/(request|reply)")
 
 
-def _partition_cut(faults: LinkFaults, label: str, origin: float) -> Callable[[float], bool] | None:
-    """Whether the partition cuts a message this link sends at ``now`` (None: it never does).
+def _partition_window(faults: LinkFaults, label: str) -> Callable[[float], bool] | None:
+    """Whether the partition cuts what this link sends at time ``t`` from its origin.
+
+    None: it never cuts anything on this link.
 
     The link's client index and direction come from its label
     (``label_for``: ``client3/reply``); a partition for chosen clients cuts
@@ -353,7 +367,7 @@ def _partition_cut(faults: LinkFaults, label: str, origin: float) -> Callable[[f
     if not partition.applies(reply, client):
         return None
     window = partition.window
-    return lambda now: window(now - origin) is not None
+    return lambda t: window(t) is not None
 
 
 def _retransmission_draws(message_seed: int, loss: float) -> Callable[[], bool]:

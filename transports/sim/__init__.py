@@ -105,7 +105,10 @@ def simulate(
     n = len(plans)
     if links is None:
         link_faults = None if faults is None else faults.link
-        links = [Links.build(link_faults, seed, f"client{i}", stream=stream) for i in range(n)]
+        links = [
+            Links.build(link_faults, seed, f"client{i}", stream=stream, origin=0.0)
+            for i in range(n)
+        ]
     elif len(links) != n:
         raise ValueError(f"links: expected one Links per client ({n}), got {len(links)}")
     clients = [
