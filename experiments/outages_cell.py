@@ -2,7 +2,8 @@
 
 Role: build the cell's open-loop workload (every client performs a deposit or
 withdrawal every ``interval``, at a seeded phase), run it through the
-simulator with the partition in the fault spec, and turn what happened into
+simulator (or real sockets: ``experiments.outages_real``) with the partition
+in the fault spec, and turn what happened into
 an ``OutageRecord``: the audit (ok / failed / unknown / duplicated /
 phantom), attempts and amplification, the server's load per 10 ms window,
 its peak after the heal against the steady load, how long the backlog takes
