@@ -58,6 +58,11 @@ QUICK_CLIENTS = 40
 QUICK_POLICIES = (FIXED, EXPO, EXPO_FULL)
 
 
+def lengths(text: str) -> list[float]:
+    """An argparse type: durations like ``500ms,2s``, or ``none`` for no cells."""
+    return [] if text.strip().lower() == "none" else csv_list(duration)(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m experiments.outages",
@@ -99,10 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after", type=duration, default="1500ms", help="load after the heal")
     p.add_argument(
         "--reply-only",
-        type=csv_list(duration),
+        type=lengths,
         default="500ms,2s",
         metavar="LENGTHS",
-        help="lengths of the extra reply-only partitions (policy expo, no budget)",
+        help="lengths of the extra reply-only partitions (policy expo, no budget); "
+        "none: no such cells",
     )
     p.add_argument(
         "--timeout",

@@ -129,6 +129,12 @@ def test_drain_time_is_when_the_last_client_is_back_on_schedule() -> None:
     assert drain_time([], [], 1.0) == 0.0
 
 
+def test_reply_only_none_runs_only_the_main_partition() -> None:
+    args = outages.build_parser().parse_args(["--reply-only", "none", "--policies", "expo"])
+    cells = outages.cells(outages.config(args))
+    assert cells and all(c.cut is Cut.BOTH for c in cells)
+
+
 def test_bad_command_line_is_refused_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert outages.main(["--partition-at", "50ms", "--no-progress"]) == 2
     assert "--partition-at must leave" in capsys.readouterr().err
