@@ -9,6 +9,7 @@ directory and reads it (slow: a build in a fresh environment).
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 import subprocess
 import sys
@@ -43,12 +44,20 @@ def test_every_program_has_a_console_script_with_one_prefix() -> None:
         "experiments.kernel",
         "experiments.tcp_model",
         "experiments.compare",
+        "experiments.outages",
+        "experiments.search.__main__",
         "experiments.bench.throughput",
         "experiments.bench.fault_layer",
         "experiments.bench.long_checks",
         "experiments.bench.roundtrip",
     ]:
         assert module in modules, module
+
+
+def test_the_readme_names_every_console_script_and_no_other() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(testbed-[a-z-]+)`", readme))
+    assert named == set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
