@@ -19,8 +19,9 @@ cannot be silently ignored. ``pin`` is 1..32 characters, ``token`` at most
 unknown or expired token raises ``Unauthenticated``.
 
 Deposits and withdrawals record ``ctx.request_id`` with the change and pass
-``ctx.idempotent`` through (exactly-once when set); ``ctx.now`` drives session
-expiry and login lockout.
+``ctx.idempotent`` through (exactly-once when set); ``ctx.wall`` (a wall clock:
+the ledger stores these times, and a monotonic clock restarts at boot) drives
+session expiry and login lockout.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 from services.errors import InvalidArgument, UnknownOperation
 from services.ledger import MAX_AMOUNT, Ledger
+from services.ledger.ledger import show_number
 from transports.service import CallContext, JsonObject
 
 MAX_PIN_LEN = 32
@@ -104,6 +106,9 @@ class BankService:
     """
 
     name: str = "bank"
+    #: Screened by the server's admission (rate limits, address validation,
+    #: a bounded queue) and run on their own threads: scrypt costs ~50 ms.
+    expensive_ops: frozenset[str] = frozenset({"bank.login"})
 
     def __init__(self, ledger: Ledger, *, ledger_shared: bool = False) -> None:
         self.ledger = ledger
@@ -130,22 +135,22 @@ class BankService:
         pin: str = args["pin"]
         if not 1 <= len(pin) <= MAX_PIN_LEN:
             raise InvalidArgument(f"bank.login: pin must be 1..{MAX_PIN_LEN} characters")
-        token, name = self.ledger.login(args["account"], pin, ctx.now)
+        token, name = self.ledger.login(args["account"], pin, ctx.wall)
         return {"token": token, "name": name}
 
     def _balance(self, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
-        account = self.ledger.account_for(args["token"], ctx.now)
+        account = self.ledger.account_for(args["token"], ctx.wall)
         return {"account": account, "balance": self.ledger.balance(account)}
 
     def _deposit(self, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         account, balance = self.ledger.deposit_for(
-            args["token"], _amount(args), ctx.request_id, ctx.now, idempotent=ctx.idempotent
+            args["token"], _amount(args), ctx.request_id, ctx.wall, idempotent=ctx.idempotent
         )
         return {"account": account, "balance": balance}
 
     def _withdraw(self, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         account, balance = self.ledger.withdraw_for(
-            args["token"], _amount(args), ctx.request_id, ctx.now, idempotent=ctx.idempotent
+            args["token"], _amount(args), ctx.request_id, ctx.wall, idempotent=ctx.idempotent
         )
         return {"account": account, "balance": balance}
 
@@ -158,5 +163,7 @@ def _amount(args: Mapping[str, Any]) -> int:
     # Checked here too so a bad amount is reported before the token is looked at.
     amount: int = args["amount"]
     if not 1 <= amount <= MAX_AMOUNT:
-        raise InvalidArgument(f"amount must be in 1..{MAX_AMOUNT} minor units, got {amount}")
+        raise InvalidArgument(
+            f"amount must be in 1..{MAX_AMOUNT} minor units, got {show_number(amount)}"
+        )
     return amount

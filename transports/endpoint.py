@@ -14,7 +14,15 @@ same way, in two steps:
   when the service ``blocks`` on the request.
 
 ``handle`` is the two steps back to back. The endpoint is the one place where
-service errors become wire errors.
+service errors become wire errors; their messages are cut to the wire's limit.
+
+``admission`` (optional, ``transports.admission``) screens the operations the
+service marks expensive (``expensive_ops``, e.g. a login's scrypt) in
+``receive``, before deduplication: an unvalidated address, a rate limit or a
+full queue gets a small error reply at once. An admitted request holds its
+place until ``complete`` (or ``abandon``) releases it. ``receive`` takes the
+``Peer`` for this: the driver says where a request came from and whether its
+transport validated that address.
 
 ``budget`` caps a reply's size in bytes (UDP anti-amplification, see
 docs/SECURITY.md): the endpoint does the fitting because only it can shorten
@@ -38,9 +46,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
+from transports.admission import TOKEN_ARG, Admission, Peer
 from transports.semantics import InProgress, ReplyCache, Semantics
 from transports.service import CallContext, Service, ServiceError
 from transports.wire import (
+    ERROR_MESSAGE_MAX,
     MAX_MESSAGE_SIZE,
     Reply,
     Request,
@@ -72,9 +82,19 @@ class ServerEndpoint:
         semantics: Semantics = Semantics.AT_LEAST_ONCE,
         reply_cache: ReplyCache | None = None,
         crash_hook: CrashHook | None = None,
+        *,
+        admission: Admission | None = None,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.service = service
         self.crash_hook = crash_hook
+        self.admission = admission
+        #: Operations ``admission`` screens (empty without one).
+        self.expensive_ops: frozenset[str] = (
+            frozenset(getattr(service, "expensive_ops", ())) if admission else frozenset()
+        )
+        #: The clock for times a service stores (None: ``now``, e.g. virtual time).
+        self.wall_clock = wall_clock
         self.semantics = semantics
         if semantics is Semantics.AT_MOST_ONCE and reply_cache is None:
             reply_cache = ReplyCache()
@@ -90,6 +110,10 @@ class ServerEndpoint:
         """Whether the service may block on ``request``: run ``complete`` off the event loop."""
         return self.service.blocks(request.op, request.args)
 
+    def expensive(self, request: Request) -> bool:
+        """Whether ``request`` was admitted by ``admission`` and holds a place until done."""
+        return request.op in self.expensive_ops
+
     def handle(self, data: bytes, now: float, budget: int | None = None) -> bytes | None:
         """``receive`` then, if there is a request to run, ``complete``, on this thread."""
         received = self.receive(data, now, budget)
@@ -97,12 +121,15 @@ class ServerEndpoint:
             return self.complete(received, now, budget)
         return received
 
-    def receive(self, data: bytes, now: float, budget: int | None = None) -> Request | bytes | None:
-        """Decode and deduplicate one request (the first step of the pipeline).
+    def receive(
+        self, data: bytes, now: float, budget: int | None = None, peer: Peer | None = None
+    ) -> Request | bytes | None:
+        """Decode, admit and deduplicate one request (the first step of the pipeline).
 
-        Returns the reply right away, bytes (an error or a cached reply,
-        fitted to ``budget``) or None (drop: nothing to say), or the
-        ``Request`` to ``complete``.
+        Returns the reply right away, bytes (an error, a refusal or a cached
+        reply, fitted to ``budget``) or None (drop: nothing to say), or the
+        ``Request`` to ``complete``. ``peer``: where it came from (None: a
+        trusted caller in this process).
         """
         try:
             request = decode_request(data)
@@ -113,23 +140,57 @@ class ServerEndpoint:
             reply = Reply.error(err.request_id, err.attempt, err.code, err.message)
             return self.limit_reply(encode_reply(reply), budget)
         self.count("requests")
+        admitted = request.op in self.expensive_ops
+        if admitted:
+            refused, request = self._admit(request, peer, now, budget)
+            if refused is not None:
+                return refused
         if self.reply_cache is None:
             return request
         cached = self.reply_cache.begin(_cache_key(request), now)
         if cached is None:
             return request
+        if admitted:
+            self.abandon(request)  # answered without running
         if isinstance(cached, InProgress):
             self.count("dropped_in_progress")
             return None
         self.count("reply_cache_hits")
         return self.limit_reply(self._encode(replace(cached, attempt=request.attempt)), budget)
 
+    def _admit(
+        self, request: Request, peer: Peer | None, now: float, budget: int | None
+    ) -> tuple[bytes | None, Request]:
+        """Ask ``admission`` about an expensive request: (refusal reply or None, request
+        without its address token)."""
+        assert self.admission is not None
+        args = request.args
+        token = None
+        if TOKEN_ARG in args:
+            args = dict(args)
+            token = args.pop(TOKEN_ARG)
+            request = Request(request.id, request.op, args, request.attempt)
+        refusal = self.admission.admit(peer, token, now)
+        if refusal is None:
+            return None, request
+        self.count(f"refused_{refusal.code.lower()}")
+        reply = Reply.error(request.id, request.attempt, refusal.code, refusal.message)
+        return self.limit_reply(encode_reply(reply), budget), request
+
+    def abandon(self, request: Request) -> None:
+        """``request`` will not be completed (e.g. the server is stopping): free its place."""
+        if request.op in self.expensive_ops and self.admission is not None:
+            self.admission.release()
+
     def complete(self, request: Request, now: float, budget: int | None = None) -> bytes | None:
         """Execute, remember the reply, encode it and fit it to ``budget`` (second step)."""
         hook = self.crash_hook
         if hook is not None:
             hook(request, BEFORE_APPLY)
-        reply = self.execute(request, now)
+        try:
+            reply = self.execute(request, now)
+        finally:
+            self.abandon(request)  # done: an admitted request frees its place
         if hook is not None:
             hook(request, AFTER_APPLY)  # a crash here loses the reply, not the change
         encoded = self._encode(reply)
@@ -163,15 +224,19 @@ class ServerEndpoint:
     def execute(self, request: Request, now: float) -> Reply:
         """Run the service; map every error to a reply (the one mapping place)."""
         ctx = CallContext(
-            request_id=request.id,
-            now=now,
-            idempotent=self.semantics is Semantics.EXACTLY_ONCE,
+            request.id,
+            now,
+            self.semantics is Semantics.EXACTLY_ONCE,
+            self.wall_clock() if self.wall_clock is not None else None,
         )
         try:
             result = self.service.handle(request.op, request.args, ctx)
         except ServiceError as err:
             self.count(f"error_{err.code.lower()}")
-            return Reply.error(request.id, request.attempt, err.code, err.message)
+            message = err.message
+            if len(message) > ERROR_MESSAGE_MAX:  # bounded, whatever the service wrote
+                message = message[: ERROR_MESSAGE_MAX - 3] + "..."
+            return Reply.error(request.id, request.attempt, err.code, message)
         except Exception:
             log.exception("internal error executing %s", request.op)
             self.count("error_internal")

@@ -29,6 +29,7 @@ from services.programs.crash_hook import CRASH_OPS, CRASH_POINTS, RANDOM_POINT, 
 from services.programs.options import UsageError
 from services.programs.server import serve
 from services.programs.server_workers import serve_workers
+from transports.admission import AdmissionLimits
 from transports.aio import workers
 from transports.aio.client import TRANSPORTS, default_settings
 from transports.aio.driver import ServerLimits
@@ -137,6 +138,46 @@ def build_parser() -> argparse.ArgumentParser:
         "is applied, after it committed but before the reply leaves, or either (50/50)",
     )
     serve.add_argument("--max-connections", type=int, default=ServerLimits.max_connections)
+    serve.add_argument(
+        "--max-connections-per-source",
+        type=int,
+        default=ServerLimits.max_connections_per_source,
+        metavar="N",
+        help="TCP: connections from one host at once; further ones are closed at once "
+        f"(default {ServerLimits.max_connections_per_source})",
+    )
+    serve.add_argument(
+        "--login-threads",
+        type=int,
+        default=2,
+        metavar="N",
+        help="threads for logins (scrypt), apart from --threads, so a login flood cannot "
+        "hold up other operations (default 2)",
+    )
+    serve.add_argument(
+        "--login-queue",
+        type=int,
+        default=AdmissionLimits.max_outstanding,
+        metavar="N",
+        help="logins running or waiting at once; beyond, a login is refused at once with "
+        f"BUSY (default {AdmissionLimits.max_outstanding})",
+    )
+    serve.add_argument(
+        "--login-rate",
+        type=float,
+        default=AdmissionLimits.source_rate,
+        metavar="R",
+        help="logins per second from one host, bursts of 2R "
+        f"(default {AdmissionLimits.source_rate:g})",
+    )
+    serve.add_argument(
+        "--login-rate-total",
+        type=float,
+        default=AdmissionLimits.total_rate,
+        metavar="R",
+        help="logins per second per server process, bursts of 2R "
+        f"(default {AdmissionLimits.total_rate:g})",
+    )
     serve.add_argument(
         "--frame-timeout",
         type=float,
@@ -252,6 +293,11 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         prime_processes=args.prime_processes,
         crash_point=args.crash_point,
         max_connections=args.max_connections,
+        max_connections_per_source=args.max_connections_per_source,
+        login_threads=args.login_threads,
+        login_queue=args.login_queue,
+        login_rate=args.login_rate,
+        login_rate_total=args.login_rate_total,
         frame_timeout=args.frame_timeout,
         idle_timeout=args.idle_timeout,
         max_in_flight=args.max_in_flight,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from transports.admission import Peer
 from transports.endpoint import ServerEndpoint
 from transports.faults import FaultLink, LinkFaults
 from transports.links import Links
@@ -162,6 +163,8 @@ class ServerLimits:
     """Resource limits every server enforces (docs/SECURITY.md, "Limits")."""
 
     max_connections: int = 1024  # TCP: further connections are closed at once
+    #: TCP: connections from one host; further ones from it are closed at once.
+    max_connections_per_source: int = 256
     frame_timeout: float = 10.0  # TCP: a frame not complete this long after it began
     idle_timeout: float = 300.0  # TCP: a connection silent this long is closed
     max_peers_tracked: int = 4096  # per-peer fault state kept for UDP
@@ -175,7 +178,15 @@ class ServerLimits:
     amplification_factor: float = 3.0
 
     def __post_init__(self) -> None:
-        if min(self.max_connections, self.max_in_flight_per_connection, self.max_in_flight) < 1:
+        if (
+            min(
+                self.max_connections,
+                self.max_connections_per_source,
+                self.max_in_flight_per_connection,
+                self.max_in_flight,
+            )
+            < 1
+        ):
             raise ValueError("connection and in-flight limits must be at least 1")
         # "not x > 0" also refuses NaN.
         if not (self.frame_timeout > 0 and self.idle_timeout > 0):
@@ -194,6 +205,7 @@ class ServerContext:
         host: str = "127.0.0.1",
         port: int = 0,
         pool: concurrent.futures.Executor | None = None,
+        expensive_pool: concurrent.futures.Executor | None = None,
         limits: ServerLimits | None = None,
         faults: LinkFaults | None = None,
         seed: int = 0,
@@ -207,11 +219,15 @@ class ServerContext:
         self.host = host
         self.port = port
         self.pool = pool
+        #: Where the endpoint's expensive requests run (logins): their own
+        #: threads, so they never queue ahead of cheap blocking work.
+        self.expensive_pool = expensive_pool or pool
         self.limits = limits or ServerLimits()
         self.faults = faults
         self.seed = seed
         self._on_bad_input = on_bad_input
         self.connections: set[object] = set()
+        self._per_source: dict[str, int] = {}
         self._peers = 0
         self.in_flight = 0
         self.peak_in_flight = 0  # highest in_flight seen: tests check the caps hold
@@ -222,16 +238,37 @@ class ServerContext:
     def overloaded(self) -> bool:
         return self.in_flight >= self.limits.max_in_flight
 
-    def admit(self, connection: object) -> bool:
-        if len(self.connections) >= self.limits.max_connections:
+    def admit(self, connection: object, host: str, reap: Callable[[], int] | None = None) -> bool:
+        """Count a new connection from ``host``, or refuse it (over a limit).
+
+        ``reap``, called once when the server is full, uncounts the
+        connections whose peer has already closed (their end-of-file is
+        merely unread yet) and says how many: a closed connection must not
+        hold a slot until the event loop gets round to reading it.
+        """
+        limits = self.limits
+        if len(self.connections) >= limits.max_connections and reap is not None:
+            reap()
+        if len(self.connections) >= limits.max_connections:
             self.endpoint.count("refused_connections")
             return False
+        if self._per_source.get(host, 0) >= limits.max_connections_per_source:
+            self.endpoint.count("refused_connections_per_source")
+            return False
         self.connections.add(connection)
+        self._per_source[host] = self._per_source.get(host, 0) + 1
         self.endpoint.count("connections")
         return True
 
-    def release(self, connection: object) -> None:
-        self.connections.discard(connection)
+    def release(self, connection: object, host: str) -> None:
+        """Uncount ``connection`` (closed, or its peer has); idempotent."""
+        if connection in self.connections:
+            self.connections.discard(connection)
+            left = self._per_source[host] - 1
+            if left:
+                self._per_source[host] = left
+            else:
+                del self._per_source[host]
         self._parked.pop(connection, None)
 
     def park(self, connection: object, resume: Callable[[], None]) -> None:
@@ -251,6 +288,7 @@ class ServerContext:
         *,
         budget: int | None = None,
         on_done: Callable[[], None] | None = None,
+        peer: Peer | None = None,
     ) -> None:
         """Run one request through the endpoint; ``respond`` gets its reply, if any.
 
@@ -258,14 +296,19 @@ class ServerContext:
         worker pool. Decoding and deduplication (``receive``) always run here:
         they are cheap, so malformed input never occupies a worker thread.
         Counted in flight until finished; ``on_done`` runs then, replied or not.
+        Expensive requests (which the endpoint admitted) run in
+        ``expensive_pool``. ``peer``: where the request came from.
         """
         self._started()
         endpoint = self.endpoint
         now = time.monotonic()  # the default loop's clock: get_running_loop() costs a getpid()
-        received = endpoint.receive(data, now, budget)
+        received = endpoint.receive(data, now, budget, peer)
         if isinstance(received, Request):
+            if endpoint.expensive(received) and self.expensive_pool is not None:
+                self._complete_in_pool(self.expensive_pool, received, now, budget, respond, on_done)
+                return
             if self.pool is not None and endpoint.blocks(received):
-                self._complete_in_pool(received, now, budget, respond, on_done)
+                self._complete_in_pool(self.pool, received, now, budget, respond, on_done)
                 return
             received = endpoint.complete(received, now, budget)
         try:
@@ -276,6 +319,7 @@ class ServerContext:
 
     def _complete_in_pool(
         self,
+        pool: concurrent.futures.Executor,
         request: Request,
         now: float,
         budget: int | None,
@@ -285,13 +329,17 @@ class ServerContext:
         loop = asyncio.get_running_loop()
         complete = self.endpoint.complete
         try:
-            future = loop.run_in_executor(self.pool, complete, request, now, budget)
+            future = loop.run_in_executor(pool, complete, request, now, budget)
         except RuntimeError:  # the pool is shutting down: the server is stopping
             self.endpoint.count("dropped_shutdown")
+            self.endpoint.abandon(request)
             self._reply(None, respond, on_done)
             return
 
         def done(f: asyncio.Future[bytes | None]) -> None:
+            if f.cancelled():  # still queued when the server stopped: never ran
+                self.endpoint.count("dropped_shutdown")
+                self.endpoint.abandon(request)
             ok = not f.cancelled() and f.exception() is None
             self._reply(f.result() if ok else None, respond, on_done)
 

@@ -4,9 +4,11 @@ The server reads frames, hands each to the endpoint and writes the reply
 frame. ``framing="seed"`` speaks the lab's protocol instead (64-byte ASCII
 length header in, plain text out) through a text handler, so the lab's own
 clients work unmodified. Limits (``ServerLimits``, docs/SECURITY.md):
-``max_connections`` (extra connections are closed at once and counted), a
-frame unfinished ``frame_timeout`` s after its first byte closes the
-connection, as does ``idle_timeout`` s of silence; at most
+``max_connections`` and ``max_connections_per_source`` (extra connections are
+closed at once and counted; when full, connections whose peer already closed
+are uncounted first), a frame unfinished ``frame_timeout`` s after its first byte closes the
+connection, as does ``idle_timeout`` s without a valid request (garbage does not keep a
+connection alive: only a reply written resets the idle timer); at most
 ``max_in_flight_per_connection`` requests per connection (and
 ``max_in_flight`` per server) execute at once, beyond that the connection
 stops being read (pause_reading), as it does while the peer leaves its
@@ -16,9 +18,11 @@ replies unread (pause_writing).
 from __future__ import annotations
 
 import asyncio
+import select
 from collections.abc import Callable
 from typing import cast
 
+from transports.admission import Peer
 from transports.aio.driver import (
     STREAM_READ_SIZE,
     ConnectionLost,
@@ -50,6 +54,8 @@ class _ServerConnection(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.links = Links()
+        self.peer: Peer | None = None
+        self.host = ""
         self.in_flight = 0
         self._last_activity = 0.0
         self._partial_since: float | None = None  # when the unfinished frame began
@@ -66,7 +72,11 @@ class _ServerConnection(asyncio.Protocol):
         # asyncio.Transport (they implement the same methods).
         self.transport = transport = cast(asyncio.Transport, transport)
         limit_read_size(transport, STREAM_READ_SIZE)
-        if not self.ctx.admit(self):
+        address = transport.get_extra_info("peername")
+        if isinstance(address, tuple) and len(address) >= 2:  # AF_INET, AF_INET6
+            self.host = str(address[0])
+            self.peer = Peer((self.host, int(address[1])), validated=True)  # by the handshake
+        if not self.ctx.admit(self, self.host, self._reap_closed):
             transport.abort()
             return
         self.links = links = self.ctx.links_for_peer(stream=True)
@@ -80,13 +90,37 @@ class _ServerConnection(asyncio.Protocol):
         self._arm_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.ctx.release(self)
+        self.ctx.release(self, self.host)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
+    def _reap_closed(self) -> int:
+        """Uncount the connections whose peer has closed (see ``ServerContext.admit``).
+
+        One poll(2) for POLLRDHUP over the counted connections that are being
+        read: the loop reads their end-of-file within an iteration or two and
+        closes them, so their slots are free now. A paused connection is not
+        reaped (its end-of-file may stay unread).
+        """
+        poller = select.poll()
+        by_fd: dict[int, _ServerConnection] = {}
+        for connection in self.ctx.connections:
+            if not isinstance(connection, _ServerConnection) or connection._reading_paused:
+                continue
+            sock = connection.transport.get_extra_info("socket") if connection.transport else None
+            if sock is not None and sock.fileno() >= 0:
+                by_fd[sock.fileno()] = connection
+                poller.register(sock.fileno(), select.POLLRDHUP)
+        reaped = 0
+        for fd, _ in poller.poll(0):  # RDHUP, HUP or ERR: the peer is gone
+            connection = by_fd[fd]
+            self.ctx.release(connection, connection.host)
+            self.ctx.endpoint.count("reaped_closed_connections")
+            reaped += 1
+        return reaped
+
     def data_received(self, data: bytes) -> None:
-        self._last_activity = self._time()
         try:
             self.decoder.feed(data)
         except FramingError as err:
@@ -165,7 +199,7 @@ class _ServerConnection(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             self.in_flight += 1
-            self.ctx.execute(message, self._on_reply, on_done=self._request_done)
+            self.ctx.execute(message, self._on_reply, on_done=self._request_done, peer=self.peer)
 
     def _request_done(self) -> None:
         self.in_flight -= 1
@@ -181,10 +215,12 @@ class _ServerConnection(asyncio.Protocol):
     def _write(self, reply: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
+            self._last_activity = self._time()  # a valid request: the peer is not idle
             transport.write(frame(reply))
 
     def _on_seed_text(self, text: str) -> None:
         assert self.seed_handler is not None and self.transport is not None
+        self._last_activity = self._time()
         reply, close = self.seed_handler(text)
         self.transport.write(reply.encode("utf-8"))
         if close:
