@@ -35,6 +35,7 @@ from services.ledger.ledger import show_number
 from transports.service import CallContext, JsonObject
 
 MAX_PIN_LEN = 32
+MAX_ACCOUNT_ID = 2**63 - 1  # SQLite INTEGER range
 MAX_TOKEN_LEN = 128
 
 #: Required fields of each operation and their JSON types.
@@ -123,6 +124,21 @@ class BankService:
 
     def blocks(self, op: str, args: Mapping[str, Any]) -> bool:
         return op in self.blocking_ops
+
+    def expensive(self, op: str, args: Mapping[str, Any]) -> bool:
+        """Whether this call would run scrypt: a login whose arguments are valid.
+
+        Invalid ones are refused before any hashing, so they cost no more
+        than a balance check and need no admission.
+        """
+        if op not in self.expensive_ops:
+            return False
+        try:
+            checked = _check_fields(op, args)
+        except InvalidArgument:
+            return False
+        pin, account = checked["pin"], checked["account"]
+        return 1 <= len(pin) <= MAX_PIN_LEN and 1 <= account <= MAX_ACCOUNT_ID
 
     def handle(self, op: str, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         """Execute one bank operation (see module doc)."""

@@ -89,9 +89,13 @@ class ServerEndpoint:
         self.service = service
         self.crash_hook = crash_hook
         self.admission = admission
-        #: Operations ``admission`` screens (empty without one).
+        #: Operations ``admission`` screens (empty without one), when the
+        #: service's ``expensive(op, args)`` (if it has one) says so.
         self.expensive_ops: frozenset[str] = (
             frozenset(getattr(service, "expensive_ops", ())) if admission else frozenset()
+        )
+        self._expensive_call: Callable[[str, dict[str, object]], bool] | None = getattr(
+            service, "expensive", None
         )
         #: The clock for times a service stores (None: ``now``, e.g. virtual time).
         self.wall_clock = wall_clock
@@ -111,8 +115,11 @@ class ServerEndpoint:
         return self.service.blocks(request.op, request.args)
 
     def expensive(self, request: Request) -> bool:
-        """Whether ``request`` was admitted by ``admission`` and holds a place until done."""
-        return request.op in self.expensive_ops
+        """Whether ``request`` needs ``admission`` (and, admitted, holds a place until done)."""
+        if request.op not in self.expensive_ops:
+            return False
+        check = self._expensive_call
+        return check is None or check(request.op, request.args)
 
     def handle(self, data: bytes, now: float, budget: int | None = None) -> bytes | None:
         """``receive`` then, if there is a request to run, ``complete``, on this thread."""
@@ -140,11 +147,14 @@ class ServerEndpoint:
             reply = Reply.error(err.request_id, err.attempt, err.code, err.message)
             return self.limit_reply(encode_reply(reply), budget)
         self.count("requests")
-        admitted = request.op in self.expensive_ops
-        if admitted:
-            refused, request = self._admit(request, peer, now, budget)
-            if refused is not None:
-                return refused
+        admitted = False
+        if request.op in self.expensive_ops:
+            request, token = _without_token(request)
+            admitted = self.expensive(request)
+            if admitted:
+                refusal = self._admit(request, peer, token, now, budget)
+                if refusal is not None:
+                    return refusal
         if self.reply_cache is None:
             return request
         cached = self.reply_cache.begin(_cache_key(request), now)
@@ -159,27 +169,20 @@ class ServerEndpoint:
         return self.limit_reply(self._encode(replace(cached, attempt=request.attempt)), budget)
 
     def _admit(
-        self, request: Request, peer: Peer | None, now: float, budget: int | None
-    ) -> tuple[bytes | None, Request]:
-        """Ask ``admission`` about an expensive request: (refusal reply or None, request
-        without its address token)."""
+        self, request: Request, peer: Peer | None, token: object, now: float, budget: int | None
+    ) -> bytes | None:
+        """Ask ``admission`` about an expensive request: None (admitted) or the refusal."""
         assert self.admission is not None
-        args = request.args
-        token = None
-        if TOKEN_ARG in args:
-            args = dict(args)
-            token = args.pop(TOKEN_ARG)
-            request = Request(request.id, request.op, args, request.attempt)
         refusal = self.admission.admit(peer, token, now)
         if refusal is None:
-            return None, request
+            return None
         self.count(f"refused_{refusal.code.lower()}")
         reply = Reply.error(request.id, request.attempt, refusal.code, refusal.message)
-        return self.limit_reply(encode_reply(reply), budget), request
+        return self.limit_reply(encode_reply(reply), budget)
 
     def abandon(self, request: Request) -> None:
         """``request`` will not be completed (e.g. the server is stopping): free its place."""
-        if request.op in self.expensive_ops and self.admission is not None:
+        if self.admission is not None and self.expensive(request):
             self.admission.release()
 
     def complete(self, request: Request, now: float, budget: int | None = None) -> bytes | None:
@@ -277,6 +280,15 @@ class ServerEndpoint:
                 # thread's Counter while it adds a key would raise.
                 total.update(dict(counts))
         return total
+
+
+def _without_token(request: Request) -> tuple[Request, object]:
+    """``request`` without the address token in its args, and the token (None: none)."""
+    if TOKEN_ARG not in request.args:
+        return request, None
+    args = dict(request.args)
+    token = args.pop(TOKEN_ARG)
+    return Request(request.id, request.op, args, request.attempt), token
 
 
 def _fit_error(reply: Reply, limit: int) -> bytes | None:
