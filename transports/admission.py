@@ -118,8 +118,10 @@ class AddressTokens:
         if not isinstance(token, str) or len(token) != 27:  # 20 bytes in base64url
             return False
         try:
-            raw = base64.urlsafe_b64decode(token + "=")
-        except ValueError:
+            raw = base64.b64decode(token + "=", altchars=b"-_", validate=True)
+        except ValueError:  # not base64url (binascii.Error is a ValueError)
+            return False
+        if len(raw) != 4 + self._MAC_BYTES:
             return False
         head, mac = raw[:4], raw[4:]
         age = (self._epoch(now) - self._HEAD.unpack(head)[0]) % 2**32

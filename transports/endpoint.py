@@ -261,14 +261,14 @@ class ServerEndpoint:
                 )
             )
 
-    def count(self, what: str) -> None:
+    def count(self, what: str, n: int = 1) -> None:
         try:
             mine: Counter[str] = self._local.counters
         except AttributeError:
             mine = self._local.counters = Counter()
             with self._counters_lock:
                 self._thread_counters.append(mine)
-        mine[what] += 1
+        mine[what] += n
 
     @property
     def counters(self) -> Counter[str]:

@@ -195,6 +195,9 @@ async def run_server(
         # what has not started is dropped, what runs (one scrypt per thread) ends.
         for executor in (logins, pool):
             executor.shutdown(wait=True, cancel_futures=True)
+        # Admitted logins still holding a place never ran: dropped, not answered.
+        if admission.outstanding:
+            endpoint.count("dropped_shutdown", admission.outstanding)
     release()
     console.stopped(server.context.endpoint.counters)
     return 0
