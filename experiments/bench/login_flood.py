@@ -174,7 +174,8 @@ def render(rows: list[dict[str, Any]], caption: str) -> str:
     lines += [
         "",
         "Columns: *flood from*, the attacker's address (the clients use 127.0.0.1: the "
-        "same address shares their per-source login budget); *flood sent*, logins of unknown accounts the attacker sent; *deposits*, "
+        "same address shares their per-source login budget); *flood sent*, logins of "
+        "unknown accounts the attacker sent; *deposits*, "
         "one every 100 ms by a client logged in before the flood (latency of each call, "
         "retries included); *new login*, seconds until a client arriving 3 s into the "
         "deposits was logged in, and its tries; *SIGTERM exit*, seconds from SIGTERM "
