@@ -164,13 +164,13 @@ async def _paced(seconds: float, rate: float, send: Any) -> int:
     return sent
 
 
-def _churn(port: int, seconds: float) -> dict[str, int]:
+def _churn(port: int, seconds: float, host: str) -> dict[str, int]:
     """Connect, send one byte, close, in a loop: never holding a connection."""
     deadline = time.monotonic() + seconds
     counts = {"connects": 0, "refused": 0}
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection((HOST, port), timeout=2.0) as sock:
+            with socket.create_connection((HOST, port), 2.0, source_address=(host, 0)) as sock:
                 sock.sendall(b"x")
             counts["connects"] += 1
         except OSError:
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--host must be a loopback address (127.0.0.0/8)")
     seconds = min(args.seconds, 60.0)  # bounded whatever is asked
     if args.mode == "churn":
-        counts = _churn(args.port, seconds)
+        counts = _churn(args.port, seconds, args.host)
     else:
         flood = _flood_udp if args.mode == "flood-udp" else _flood_tcp
         counts = asyncio.run(flood(args.port, seconds, args.rate, args.host, args.seed))

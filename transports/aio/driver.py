@@ -241,24 +241,30 @@ class ServerContext:
     def admit(self, connection: object, host: str, reap: Callable[[], int] | None = None) -> bool:
         """Count a new connection from ``host``, or refuse it (over a limit).
 
-        ``reap``, called once when the server is full, uncounts the
-        connections whose peer has already closed (their end-of-file is
-        merely unread yet) and says how many: a closed connection must not
-        hold a slot until the event loop gets round to reading it.
+        ``reap``, called once before a refusal, uncounts the connections whose
+        peer has already closed (their end-of-file is merely unread yet): a
+        closed connection must not hold a slot until the event loop gets round
+        to reading it.
         """
-        limits = self.limits
-        if len(self.connections) >= limits.max_connections and reap is not None:
-            reap()
-        if len(self.connections) >= limits.max_connections:
-            self.endpoint.count("refused_connections")
-            return False
-        if self._per_source.get(host, 0) >= limits.max_connections_per_source:
-            self.endpoint.count("refused_connections_per_source")
+        refusal = self._over_limit(host)
+        if refusal is not None and reap is not None and reap():
+            refusal = self._over_limit(host)
+        if refusal is not None:
+            self.endpoint.count(refusal)
             return False
         self.connections.add(connection)
         self._per_source[host] = self._per_source.get(host, 0) + 1
         self.endpoint.count("connections")
         return True
+
+    def _over_limit(self, host: str) -> str | None:
+        """The counter of the limit a new connection from ``host`` would exceed, if any."""
+        limits = self.limits
+        if len(self.connections) >= limits.max_connections:
+            return "refused_connections"
+        if self._per_source.get(host, 0) >= limits.max_connections_per_source:
+            return "refused_connections_per_source"
+        return None
 
     def release(self, connection: object, host: str) -> None:
         """Uncount ``connection`` (closed, or its peer has); idempotent."""
