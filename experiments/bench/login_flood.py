@@ -199,9 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=400.0, help="logins/s (default 400)")
     parser.add_argument("--seconds", type=float, default=10.0, help="of deposits (default 10)")
     parser.add_argument(
-        "--flood-host",
-        default="127.0.0.2",
-        help="the attacker's loopback address (default 127.0.0.2)",
+        "--flood-hosts",
+        default="127.0.0.2,127.0.0.1",
+        help="the attacker's loopback addresses, one run each (default 127.0.0.2,127.0.0.1)",
     )
     parser.add_argument("--out", type=Path, default=None, help="default: results/runs/<time>/")
     args = parser.parse_args(argv)
