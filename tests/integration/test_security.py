@@ -33,6 +33,9 @@ from transports.wire import Request, decode_reply, encode_request
 
 HOST = "127.0.0.1"
 
+#: Real server processes and loopback connections: about 10 s for the module.
+pytestmark = pytest.mark.slow
+
 
 def rpc(transport: str, port: int, timeout: float = 2.0, attempts: int = 3) -> RpcClient:
     settings = RetrySettings(RetryPolicy.from_name("fixed", timeout=timeout), max_attempts=attempts)
@@ -295,3 +298,25 @@ def test_a_stop_does_not_wait_for_queued_logins(tmp_path: Path) -> None:
     counters = dict(item.split("=") for item in stopped.removeprefix("[STOPPED] ").split(", "))
     assert int(counters.get("dropped_shutdown", 0)) > 0, stopped
     assert int(counters.get("error_auth_failed", 0)) < 300, stopped
+
+
+# -- what a user sees (issue 15, item 9) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_the_atm_says_the_account_is_locked_and_for_how_long(
+    transport: str, tmp_path: Path
+) -> None:
+    atm = [sys.executable, "-m", "services", "client", "atm", "--transport", transport]
+    with bank(transport, tmp_path) as server:
+        done = subprocess.run(
+            [*atm, "--port", str(server.port)],
+            input="3\n0000\n" * 5 + "3\n1234\n1\n4\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.count("Invalid ID or Password") == 4, done.stdout
+    assert "account locked for 30 s" in done.stdout, done.stdout
+    assert "Welcome" not in done.stdout  # the session ended: retrying now is pointless
