@@ -29,6 +29,7 @@ import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 #: Error codes of the refusals (transports/PROTOCOL.md, section 5.3).
 RETRY_WITH_TOKEN = "RETRY_WITH_TOKEN"
@@ -40,9 +41,11 @@ TOKEN_ARG = "address_token"
 Address = tuple[str, int]  # (host, port) of the peer
 
 
-@dataclass(frozen=True)
-class Peer:
-    """Where a request came from, and whether the transport proved that address."""
+class Peer(NamedTuple):
+    """Where a request came from, and whether the transport proved that address.
+
+    A tuple, not a dataclass: the UDP driver builds one per datagram.
+    """
 
     address: Address
     validated: bool

@@ -55,7 +55,13 @@ class CallContext:
 
 
 class Service(Protocol):
-    """A named set of operations, e.g. ``text.convert``."""
+    """A named set of operations, e.g. ``text.convert``.
+
+    A service may also declare ``expensive_ops`` (a frozenset of operation
+    names) and ``expensive(op, args) -> bool``: calls far costlier than their
+    message (the bank's scrypt login), which a server's admission screens
+    before running them (``transports.admission``). Both are optional.
+    """
 
     name: str
     #: Operations whose ``handle`` may block (CPU-heavy hashing, waiting for

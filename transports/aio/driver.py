@@ -310,7 +310,7 @@ class ServerContext:
         now = time.monotonic()  # the default loop's clock: get_running_loop() costs a getpid()
         received = endpoint.receive(data, now, budget, peer)
         if isinstance(received, Request):
-            if endpoint.expensive(received) and self.expensive_pool is not None:
+            if received.op in endpoint.expensive_ops and endpoint.expensive(received):
                 self._complete_in_pool(self.expensive_pool, received, now, budget, respond, on_done)
                 return
             if self.pool is not None and endpoint.blocks(received):
