@@ -310,8 +310,13 @@ class ServerContext:
         now = time.monotonic()  # the default loop's clock: get_running_loop() costs a getpid()
         received = endpoint.receive(data, now, budget, peer)
         if isinstance(received, Request):
-            if received.op in endpoint.expensive_ops and endpoint.expensive(received):
-                self._complete_in_pool(self.expensive_pool, received, now, budget, respond, on_done)
+            expensive_pool = self.expensive_pool
+            if (
+                expensive_pool is not None
+                and received.op in endpoint.expensive_ops
+                and endpoint.expensive(received)
+            ):
+                self._complete_in_pool(expensive_pool, received, now, budget, respond, on_done)
                 return
             if self.pool is not None and endpoint.blocks(received):
                 self._complete_in_pool(self.pool, received, now, budget, respond, on_done)
