@@ -46,6 +46,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from experiments.framework.options import add_list_option, experiment_parser, probability
+
 __all__ = [
     "SEMANTICS",
     "Prediction",
@@ -240,22 +242,55 @@ def agrees(measured_count: int, n: int, p: float, z: float = 4.0) -> bool:
     return lo <= measured_count / n <= hi
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+def build_parser() -> argparse.ArgumentParser:
+    parser = experiment_parser(
+        "experiments.analytic",
+        "The analytic model's exact predictions for one retried deposit under independent "
+        "message loss: the probability that it ends ok, failed or unknown, is applied "
+        "twice, or is applied although the client saw failed or unknown.",
+    )
+    add_list_option(
+        parser,
+        "--semantics",
+        choices=SEMANTICS,
+        default="at-least-once,at-most-once",
+        help="call semantics, a row each",
+    )
+    add_list_option(
+        parser,
+        "--loss",
+        parse=probability,
+        default="0.01,0.05,0.1,0.2,0.3",
+        help="request loss probability, a row each",
+    )
+    parser.add_argument(
+        "--max-attempts", type=int, default=5, metavar="N", help="attempts per operation (maybe: 1)"
+    )
+    parser.add_argument(
+        "--app-fail",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="probability that the server's application fails an execution",
+    )
+    parser.add_argument(
+        "--reply-loss",
+        type=probability,
+        metavar="P",
+        help="reply loss probability (default: the same as the request loss)",
+    )
+    return parser  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print a table of predictions: ``python -m experiments.analytic --loss 0.1,0.2``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--semantics", default="at-least-once,at-most-once")
-    parser.add_argument("--loss", type=_floats, default=[0.01, 0.05, 0.1, 0.2, 0.3])
-    parser.add_argument("--max-attempts", type=int, default=5)
-    parser.add_argument("--app-fail", type=float, default=0.0)
-    parser.add_argument("--reply-loss", type=float, default=None)
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.max_attempts < 1:
+        parser.error("--max-attempts must be at least 1")
     fields = list(Prediction.__dataclass_fields__)
     print(" | ".join(["semantics", "loss", *fields]))
-    for sem in args.semantics.split(","):
+    for sem in args.semantics:
         for p in args.loss:
             pred = predict(
                 sem.strip(),

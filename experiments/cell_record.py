@@ -156,9 +156,18 @@ def measured_vs_predicted(rec: BankRecord, key: str) -> str:
     return f"{measured} / {getattr(rec.predicted, key) * rec.audit.ops:.1f}{flag}"
 
 
+def drift_text(drift: int, duplicated: int | None) -> str:
+    """``-5068 (0)``: a drift and, in brackets, its part from second executions."""
+    if duplicated is None:  # a result file from before the audit split the drift
+        return str(drift)
+    return "0" if drift == duplicated == 0 else f"{drift} ({duplicated})"
+
+
 def _audit_column(key: str, header: str) -> Column[BankRecord]:
     if key in PREDICTED:
         return Column(header, lambda r: measured_vs_predicted(r, key))
+    if key == "money_drift":
+        return Column(header, lambda r: drift_text(r.audit.money_drift, r.audit.drift_duplicated))
     return Column(header, lambda r: getattr(r.audit, key))
 
 
@@ -168,7 +177,39 @@ AUDIT_COLUMNS: tuple[Column[BankRecord], ...] = tuple(
     for key, header in (
         ("ok", "ok"), ("failed", "failed"), ("unknown", "unknown"),
         ("duplicated", "duplicated"), ("phantom", "phantom"), ("lost", "lost"),
-        ("money_drift", "drift"), ("executions", "execs"), ("attempts", "attempts"),
+        ("money_drift", "drift (of it dup)"), ("executions", "execs"), ("attempts", "attempts"),
         ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms"),
     )
+)  # fmt: skip
+
+#: The legend of a bank cell's table: what a row is, then the audit's columns.
+CELL_INTRO = (
+    "Each row is one cell: a fresh SQLite ledger, then every client makes its deposits "
+    "and withdrawals (each a logical operation with its own request id, retried under the "
+    "row's semantics); afterwards the audit reads the ledger and compares, operation by "
+    "operation, how often it was applied with what the client was told. Counts are "
+    "operations of the cell; money is in ledger units (integers; each operation moves 1 "
+    "to 1000)."
+)
+SEMANTICS_MEANING = (
+    "`maybe`: one attempt; `at-least-once`: retries, the server runs every copy; "
+    "`at-most-once`: retries, the server answers a repeat from its in-memory reply cache; "
+    "`exactly-once`: retries, the request id is stored with the ledger change"
+)
+AUDIT_LEGEND: tuple[tuple[str, str], ...] = (
+    ("ok / failed / unknown", "what the client was told: applied; a definite error "
+     "(nothing applied); no reply after its last attempt (it may or may not have been "
+     "applied)"),
+    ("duplicated (dup)", "operations the ledger applied twice or more"),
+    ("phantom", "operations applied although the client saw failed or unknown"),
+    ("lost", "the client saw ok but the ledger never applied it (must be 0)"),
+    ("drift (of it dup)", "ledger total minus what the ok replies account for, in ledger "
+     "units; in brackets the part moved by second executions (money really created or "
+     "taken twice). The rest is operations applied once whose client saw unknown or "
+     "failed: the client does not know of it, but no money was created"),
+    ("execs, attempts", "ledger applications, and messages the clients sent, in total"),
+    ("p50 / p99 / max ms", "latency of a logical operation, all its attempts included "
+     "(sim: virtual time)"),
+    ("`a / b !`", "measured `a`, predicted `b` (mean count); `!`: more than 4 standard "
+     "errors apart"),
 )  # fmt: skip

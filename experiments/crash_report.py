@@ -15,11 +15,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from experiments.analytic import Prediction, predict
-from experiments.cell_record import AUDIT_COLUMNS, BankRecord, bank_record
+from experiments.cell_record import (
+    AUDIT_COLUMNS,
+    AUDIT_LEGEND,
+    CELL_INTRO,
+    SEMANTICS_MEANING,
+    BankRecord,
+    bank_record,
+)
 from experiments.crash_runner import RealRun
 from experiments.framework.experiment import Environment
-from experiments.framework.tables import Column, percentile, section, table
+from experiments.framework.tables import Column, legend, percentile, section, table
+from experiments.retries_reading import exactly_once_drift
 from experiments.runner import Cell, CellRun
+from experiments.workload import ops_text
 from services.programs.cli import RANDOM_POINT
 from transports.endpoint import AFTER_APPLY, BEFORE_APPLY
 from transports.faults import FaultSpec
@@ -168,8 +177,8 @@ def caption(records: Sequence[CrashRecord], env: Environment) -> str:
     r = records[0]
     others = _other_faults(r)
     return (
-        f"sim: {r.audit.ops} ops x {r.clients} clients per cell, seed {r.seed}, "
-        f"crash probability per request arrival per row (half before apply, half after), "
+        f"{ops_text(r.audit.ops, r.clients)}, seed {r.seed}; "
+        f"crash probability per request arrival as in each row (half before apply, half after), "
         f"other faults [{others}], policy {r.policy}, max attempts "
         f"{max(x.max_attempts for x in records)} (maybe: 1); {_environment(env)}. "
         "Cells read measured / predicted count ('!' = outside 4 sigma); latencies are "
@@ -183,9 +192,9 @@ def real_caption(records: Sequence[RealCrashRecord], transport: str, env: Enviro
     restarts = sorted(ms for x in records for ms in x.restart_ms)
     point = "50/50 before/after apply" if r.crash_point == RANDOM_POINT else r.crash_point
     return (
-        f"{transport}: real server process (services serve bank) under a supervisor, "
-        f"{r.audit.ops} ops x {r.clients} clients per cell, seed {r.seed}, crash "
-        f"probability per executed deposit/withdrawal attempt per row, crash point "
+        f"A real server process (services serve bank) under a supervisor; "
+        f"{ops_text(r.audit.ops, r.clients)}, seed {r.seed}; crash probability per "
+        f"executed deposit or withdrawal attempt as in each row, crash point "
         f"{point}, SIGKILL then restart on the "
         f"same ledger file: {len(restarts)} restarts, death to listening again p50 "
         f"{percentile(restarts, 50):.0f} ms, p99 {percentile(restarts, 99):.0f} ms, max "
@@ -207,7 +216,7 @@ def guarantees(records: Sequence[RealCrashRecord]) -> str:
         return sum(r.audit.duplicated for r in records if r.semantics == semantics)
 
     lines = [
-        f"Guarantees over {len(records)} real cells, {crashes} crashes: "
+        f"- Guarantees over {len(records)} real cells, {crashes} crashes: "
         f"integrity_check ok in {checks - sum(r.integrity != 'ok' for r in records)}"
         f"/{checks} checks; acknowledged operations lost: {sum(r.audit.lost for r in records)}; "
         f"exactly-once duplicated: {duplicated('exactly-once')}; "
@@ -215,24 +224,48 @@ def guarantees(records: Sequence[RealCrashRecord]) -> str:
         f"{duplicated('at-most-once')}."
     ]
     lines += [
-        f"VIOLATION {r.transport} {r.semantics} crash={r.crash}: {r.violations}" for r in broken
+        f"- VIOLATION {r.transport} {r.semantics} crash={r.crash}: {r.violations}" for r in broken
     ]
     return "\n".join(lines)
 
 
 def render(records: Sequence[CrashRecord], env: Environment) -> str:
-    """Sim table, a table per real transport, TCP vs UDP, then the guarantees."""
+    """Sim table, a table per real transport, TCP vs UDP (the guarantees are the reading)."""
     parts = []
     sim = [r for r in records if r.transport == "sim"]
     if sim:
-        parts.append(section(caption(sim, env), table_of(sim)))
+        parts.append(section("sim: the simulator", table_of(sim), caption(sim, env)))
     real = [r for r in records if isinstance(r, RealCrashRecord)]
     for transport in ("tcp", "udp"):
         group = [r for r in real if r.transport == transport]
         if group:
-            parts.append(section(real_caption(group, transport, env), real_table(group)))
+            note = real_caption(group, transport, env)
+            parts.append(section(f"{transport}: real server processes", real_table(group), note))
     if {r.transport for r in real} == {"tcp", "udp"}:
-        parts.append(section("TCP vs UDP, same seed and crash draws", side_by_side(real)))
-    if real:
-        parts.append(f"## {guarantees(real)}")
+        parts.append(section("tcp vs udp", side_by_side(real), "The same seed and crash draws."))
     return "\n\n".join(parts)
+
+
+def reading(records: Sequence[CrashRecord]) -> str:
+    """Whether integrity, no-loss and exactly-once held in every real cell, and where
+    exactly-once's drift comes from."""
+    real = [r for r in records if isinstance(r, RealCrashRecord)]
+    lines = [guarantees(real)] if real else []
+    drift = exactly_once_drift(records)
+    return "\n".join(lines + ([f"- {drift}"] if drift else []))
+
+
+LEGEND = legend(
+    CELL_INTRO,
+    [
+        ("semantics", SEMANTICS_MEANING),
+        ("crash", "sim: probability that the server crashes at a request's arrival; real: "
+         "per executed deposit or withdrawal"),
+        ("crashes, crashes after", "crashes in the cell; of them, after the ledger commit "
+         "(the reply is lost, the change kept)"),
+        ("restarts", "server restarts by the supervisor"),
+        *AUDIT_LEGEND,
+        ("integrity", "SQLite integrity_check after every crash and at the end"),
+        ("X tcp, X udp (side by side)", "that column of each transport"),
+    ],
+)  # fmt: skip

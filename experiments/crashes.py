@@ -48,14 +48,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.crash_report import CrashRecord, RealCrashRecord, crash_record, real_record, render
+from experiments.crash_report import (
+    LEGEND,
+    CrashRecord,
+    RealCrashRecord,
+    crash_record,
+    reading,
+    real_record,
+    render,
+)
 from experiments.crash_runner import RealCell, RealRun, run_real_cell
 from experiments.framework.experiment import Experiment, run_experiment
 from experiments.framework.options import (
+    add_list_option,
     add_output_options,
-    choice,
     config_from,
-    csv_list,
+    experiment_parser,
     probability,
 )
 from experiments.runner import Cell, run_cell
@@ -78,30 +86,64 @@ DEFAULT_REAL_POLICY = "expo:timeout=250ms,base=50ms,cap=500ms"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.crashes",
-        description="Measure duplicated, phantom and unknown bank operations when the server "
-        "crashes (losing its reply cache, keeping its ledger), per call semantics, on the "
-        "simulator and on real TCP/UDP server processes killed with SIGKILL and restarted.",
+    p = experiment_parser(
+        "experiments.crashes",
+        "Bank deposits and withdrawals while the server crashes (its reply cache is lost, "
+        "its SQLite ledger kept), per call semantics: how many operations were applied "
+        "twice, applied although the client saw failed or unknown, or left unknown. On "
+        "the simulator, and on real TCP and UDP server processes killed with SIGKILL and "
+        "restarted on the same ledger (its integrity checked after every crash).",
     )
-    p.add_argument("--transports", type=csv_list(choice(TRANSPORTS)), default=",".join(TRANSPORTS))
-    p.add_argument("--semantics", type=csv_list(choice(SEMANTICS)), default=",".join(SEMANTICS))
-    p.add_argument(
+    add_list_option(
+        p,
+        "--transports",
+        choices=TRANSPORTS,
+        default=",".join(TRANSPORTS),
+        help="sim: the simulator (virtual time); tcp, udp: real server processes",
+    )
+    add_list_option(
+        p,
+        "--semantics",
+        choices=SEMANTICS,
+        default=",".join(SEMANTICS),
+        help="call semantics, one cell each",
+    )
+    add_list_option(
+        p,
         "--crash",
-        type=csv_list(probability),
+        parse=probability,
         default=DEFAULT_CRASH,
-        help="sim: crash probability per request arrival (one cell per value)",
+        help="sim: crash probability per request arrival; one cell per value",
     )
-    p.add_argument("--loss", type=probability, default=0.0, help="message loss, every cell")
+    p.add_argument(
+        "--loss",
+        type=probability,
+        default=0.0,
+        help="probability that a message is lost, each direction, every cell",
+    )
     p.add_argument(
         "--faults",
         default="",
         metavar="SPEC",
         help="other faults for every cell, e.g. 'dup=0.02,delay=1ms' (no crash= or loss=)",
     )
-    p.add_argument("--ops", type=int, default=400, help="sim: logical operations per cell")
-    p.add_argument("--clients", type=int, default=8, help="concurrent clients per cell")
-    p.add_argument("--max-attempts", type=int, default=5, help="sim")
+    p.add_argument(
+        "--ops",
+        type=int,
+        default=400,
+        metavar="N",
+        help="sim: deposits and withdrawals per cell, in total over its clients",
+    )
+    p.add_argument(
+        "--clients", type=int, default=8, metavar="N", help="concurrent clients per cell"
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="sim: attempts per operation before the client gives up",
+    )
     p.add_argument(
         "--policy",
         default="fixed:timeout=100ms",
@@ -110,24 +152,43 @@ def build_parser() -> argparse.ArgumentParser:
         "base=, cap=",
     )
     real = p.add_argument_group("real servers (tcp, udp)")
-    real.add_argument(
+    add_list_option(
+        real,
         "--real-crash",
-        type=csv_list(probability),
+        parse=probability,
         default=DEFAULT_REAL_CRASH,
-        help="crash probability per executed deposit/withdrawal (one cell per value)",
+        help="crash probability per executed deposit or withdrawal; one cell per value",
     )
-    real.add_argument("--real-ops", type=int, default=100, help="logical operations per cell")
-    real.add_argument("--real-policy", default=DEFAULT_REAL_POLICY, metavar="NAME[:k=v,...]")
-    real.add_argument("--real-max-attempts", type=int, default=10)
+    real.add_argument(
+        "--real-ops",
+        type=int,
+        default=100,
+        metavar="N",
+        help="deposits and withdrawals per cell, in total over its clients",
+    )
+    real.add_argument(
+        "--real-policy",
+        default=DEFAULT_REAL_POLICY,
+        metavar="NAME[:k=v,...]",
+        help="retry policy of the real clients (long enough to ride out a restart)",
+    )
+    real.add_argument(
+        "--real-max-attempts",
+        type=int,
+        default=10,
+        metavar="N",
+        help="attempts per operation before a real client gives up",
+    )
     real.add_argument(
         "--crash-point",
         choices=CRASH_POINTS,
         default=RANDOM_POINT,
-        help="where the server dies (random: 50/50; the sim always draws 50/50)",
+        help="where the server dies: before applying the operation, after committing it, "
+        "or either at random (50/50; the simulator always draws 50/50)",
     )
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="seed of every fault decision and workload")
     add_output_options(p, "crashes", quick="a fast smoke run: fewer ops and rates")
-    return p
+    return p  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -250,6 +311,8 @@ CRASHES = Experiment(
     label=label,
     render=render,
     status=status,
+    reading=reading,
+    legend=LEGEND,
 )
 
 

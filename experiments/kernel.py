@@ -18,7 +18,6 @@ from experiments import retries
 from experiments.framework.experiment import execute
 from experiments.framework.options import error
 from experiments.kernel_backend import (
-    BACKEND,
     KernelRecord,
     KernelRun,
     kernel_record,
@@ -29,14 +28,7 @@ __all__ = ["KernelRecord", "KernelRun", "build_parser", "kernel_record", "main",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = retries.build_parser()
-    p.prog = "python -m experiments.kernel"
-    p.description = (
-        "The retries experiment with real kernel packet loss between two network "
-        "namespaces (root, Linux, nftables or iptables). Options as experiments.retries."
-    )
-    p.set_defaults(transports=["tcp", "udp"], name="retries_kernel", fault_backend=BACKEND)
-    return p
+    return retries.build_parser(kernel=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments.audit import Audit, audit
+from experiments.cell_record import CELL_INTRO, SEMANTICS_MEANING
 from experiments.framework.experiment import Environment, Experiment, run_experiment
-from experiments.framework.options import add_output_options, config_from
+from experiments.framework.options import add_output_options, config_from, experiment_parser
 from experiments.framework.plots import Panel, Plot, Series
 from experiments.framework.records import FLATTEN, Record
-from experiments.framework.tables import Column, section, table
+from experiments.framework.tables import Column, legend, section, table
 from experiments.runner import SCRYPT_N, SESSION_TTL
-from experiments.workload import open_accounts, plan_operations, sim_plans
+from experiments.workload import open_accounts, ops_text, plan_operations, sim_plans
 from services.bank import BankService
 from services.ledger import Ledger
 from transports.call import RetrySettings
@@ -51,6 +52,17 @@ ATTEMPTS = 5
 UNBOUNDED = 1 << 30  # "capacity large enough": never the limiting factor
 FOREVER = 1e9  # "retention long enough"
 SWEEPS = ("capacity", "retention", "service")
+DESCRIPTION = """\
+When an at-most-once reply cache lets duplicate bank operations back in. Three
+sweeps on the simulator (virtual time, so the windows are exact):
+
+  capacity   replies the cache may hold: a retry finds its reply only if the
+             cache still holds it, so it must hold (request rate) x (retry window);
+  retention  how long a reply is kept: it must outlast the retry window;
+  service    the server's processing time: retries that overtake a slow server
+             find their request in progress; once processing outlasts timeout x
+             attempts, clients give up (unknown) on operations that were applied.
+"""
 
 
 @dataclass(frozen=True)
@@ -98,14 +110,19 @@ class ReplyCacheConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.reply_cache",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = experiment_parser("experiments.reply_cache", DESCRIPTION)
+    parser.add_argument(
+        "--ops",
+        type=int,
+        default=800,
+        metavar="N",
+        help="deposits and withdrawals per cell, in total over its clients",
     )
-    parser.add_argument("--ops", type=int, default=800)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--clients", type=int, default=16, metavar="N", help="concurrent clients per cell"
+    )
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of every fault decision and workload")  # fmt: skip
     add_output_options(parser, "reply_cache", quick="fewer cells and ops")
     return parser
 
@@ -203,22 +220,43 @@ COLUMNS: tuple[Column[CacheRecord], ...] = (
 
 def render(records: Sequence[CacheRecord], env: Environment) -> str:
     r = records[0]
-    header = (
-        f"At-most-once reply cache on the simulator: {r.audit.ops} ops x {r.clients} clients "
-        f"per cell, seed {r.seed}, policy fixed(timeout={TIMEOUT * 1000:g}ms), "
-        f"{ATTEMPTS} attempts; capacity and retention rows lose 20% of messages in each "
-        f"direction, service rows none. Python {env['python']}, {env['cpus']} CPUs; "
-        "latencies are virtual time."
-    )
-    window = TIMEOUT * (ATTEMPTS - 1)
     note = (
+        f"The simulator; {ops_text(r.audit.ops, r.clients)}, seed {r.seed}; policy "
+        f"fixed(timeout={TIMEOUT * 1000:g}ms), {ATTEMPTS} attempts; capacity and retention "
+        f"rows lose 20% of messages in each direction, service rows none. Python "
+        f"{env['python']}, {env['cpus']} CPUs; latencies are virtual time."
+    )
+    return section("At-most-once reply cache", table(records, COLUMNS), note)
+
+
+def reading(records: Sequence[CacheRecord]) -> str:
+    """Where duplicates vanish, from the run's own rows."""
+    window = TIMEOUT * (ATTEMPTS - 1)
+    return (
         f"A retry can come up to timeout x (attempts - 1) = {window * 1000:g} ms after the "
         "execution it repeats: the cache must keep a reply that long, and hold every reply "
         "completed meanwhile. Here duplicates vanish from capacity "
         f"{_first_clean(records, 'capacity')} and retention "
         f"{_first_clean(records, 'retention')} on."
     )
-    return f"{section(header, table(records, COLUMNS))}\n\n{note}"
+
+
+LEGEND = legend(
+    CELL_INTRO,
+    [
+        ("sweep, value", "the knob the row turns: capacity (replies the cache may hold), "
+         "retention (how long a reply is kept) or service (the server's processing time)"),
+        ("semantics", SEMANTICS_MEANING),
+        ("ok, unknown, duplicated, phantom, lost", "as in the retries experiment: told "
+         "applied; no reply after the last attempt; applied twice or more; applied although "
+         "the client saw unknown; told ok but never applied"),
+        ("attempts", "messages the clients sent, in total"),
+        ("cache hits", "repeats answered from the reply cache"),
+        ("evicted", "replies dropped from a full cache"),
+        ("dropped in progress", "repeats that arrived while their request was still running"),
+        ("p50 / p99 ms", "latency of a logical operation, all attempts (virtual time)"),
+    ],
+)  # fmt: skip
 
 
 def _first_clean(records: Sequence[CacheRecord], sweep: str) -> str:
@@ -268,6 +306,8 @@ REPLY_CACHE = Experiment(
     label=label,
     render=render,
     plot=plot,
+    reading=reading,
+    legend=LEGEND,
 )
 
 

@@ -46,15 +46,16 @@ from pathlib import Path
 from experiments.cell_record import BankRecord, bank_record
 from experiments.framework.experiment import Environment, Experiment, execute
 from experiments.framework.options import (
+    add_list_option,
     add_output_options,
-    choice,
     config_from,
-    csv_list,
     duration,
     error,
+    experiment_parser,
     probability,
 )
-from experiments.retries_report import plot, render
+from experiments.retries_reading import reading_text
+from experiments.retries_report import LEGEND, plot, render
 from experiments.runner import ALL_TRANSPORTS, SIMULATED, Cell, run_cell
 from transports.faults import FaultSpec
 from transports.retry import POLICY_NAMES, parse_policy
@@ -73,34 +74,57 @@ QUICK_OPS = 40
 #: even a 2-CPU machine runs six side by side without slowing one another much.
 DEFAULT_JOBS = min(8, 3 * (os.cpu_count() or 1))
 BACKENDS = ("in-process", "kernel")
+DESCRIPTION = (
+    "Bank deposits and withdrawals under message loss and client retries: for each "
+    "transport, client timeout, call semantics and loss, how many operations the server "
+    "applied twice, how many the client was told failed or could not tell (unknown), "
+    "audited against the real SQLite ledger, beside the model's prediction. "
+    "About 75 s on 2 cores; --quick about 15 s."
+)
+KERNEL_DESCRIPTION = (
+    "The retries experiment with packet loss by the kernel instead of the in-process "
+    "fault layer: client and server in two network namespaces joined by veth, packets "
+    "dropped at random by nftables (or iptables). Needs root and Linux; tcp and udp only."
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.retries",
-        description="Measure duplicates, lost and unknown operations of bank deposits and "
-        "withdrawals under loss and retries, per transport and call semantics.",
+def build_parser(*, kernel: bool = False) -> argparse.ArgumentParser:
+    """The command line; ``kernel``: for ``experiments.kernel``, whose backend is fixed."""
+    p = experiment_parser(
+        "experiments.kernel" if kernel else "experiments.retries",
+        KERNEL_DESCRIPTION if kernel else DESCRIPTION,
     )
-    p.add_argument(
+    add_list_option(
+        p,
         "--transports",
-        type=csv_list(choice(ALL_TRANSPORTS)),
-        default=",".join(ALL_TRANSPORTS),
-        help="tcp and udp: real loopback sockets; sim-tcp and sim-udp: the simulator "
-        "(virtual time) in stream (TCP-like) and datagram mode",
+        choices=("tcp", "udp") if kernel else ALL_TRANSPORTS,
+        default="tcp,udp" if kernel else ",".join(ALL_TRANSPORTS),
+        help="real sockets between two network namespaces"
+        if kernel
+        else "tcp and udp: real loopback sockets; sim-tcp and sim-udp: the simulator "
+        "(virtual time) behaving like TCP and like UDP",
     )
-    p.add_argument("--semantics", type=csv_list(choice(SEMANTICS)), default=",".join(SEMANTICS))
-    p.add_argument(
+    add_list_option(
+        p,
+        "--semantics",
+        choices=SEMANTICS,
+        default=",".join(SEMANTICS),
+        help="call semantics, one cell each",
+    )
+    add_list_option(
+        p,
         "--loss",
-        type=csv_list(probability),
+        parse=probability,
         default=DEFAULT_LOSS,
-        help="independent loss of each message, each direction (one cell per value)",
+        help="probability that a message is lost, each direction; one cell per value",
     )
-    p.add_argument(
+    add_list_option(
+        p,
         "--timeouts",
-        type=csv_list(duration),
+        parse=duration,
         default=DEFAULT_TIMEOUTS,
-        help="the client's timeout per attempt, e.g. 50ms,1s (one cell per value; "
-        "TCP's first retransmission comes after 200 ms)",
+        help="the client's timeout per attempt, e.g. 50ms,1s; one cell per value "
+        "(TCP's first retransmission comes after 200 ms)",
     )
     p.add_argument(
         "--faults",
@@ -108,11 +132,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="other faults for every cell, e.g. 'dup=0.02,delay=1ms,app_fail=0.1'",
     )
-    p.add_argument("--ops", type=int, default=DEFAULT_OPS, help="logical operations per cell")
     p.add_argument(
-        "--clients", type=int, default=DEFAULT_CLIENTS, help="concurrent clients per cell"
+        "--ops",
+        type=int,
+        default=DEFAULT_OPS,
+        metavar="N",
+        help="deposits and withdrawals per cell, in total over its clients",
     )
-    p.add_argument("--max-attempts", type=int, default=5)
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=DEFAULT_CLIENTS,
+        metavar="N",
+        help="concurrent clients per cell; each makes ops/clients operations",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="attempts per operation before the client gives up (maybe: 1)",
+    )
     p.add_argument(
         "--policy",
         default="fixed",
@@ -120,22 +160,34 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"retry policy, one of {', '.join(POLICY_NAMES)}, with optional base=, cap= "
         "and on-timeout= (e.g. expo-full:cap=200ms); the timeout comes from --timeouts",
     )
+    if kernel:
+        p.set_defaults(fault_backend="kernel")
+    else:
+        p.add_argument(
+            "--fault-backend",
+            choices=BACKENDS,
+            default="in-process",
+            help="kernel: packet loss by the kernel between two network namespaces "
+            "(tcp and udp only; root, Linux); the same as python -m experiments.kernel",
+        )
     p.add_argument(
-        "--fault-backend",
-        choices=BACKENDS,
-        default="in-process",
-        help="kernel: packet loss by the kernel between two network namespaces "
-        "(tcp and udp only; root, Linux; see transports/netns/)",
+        "--rate",
+        metavar="RATE",
+        help="kernel backend only: a bandwidth limit (tc tbf), e.g. 10mbit",
     )
-    p.add_argument("--rate", metavar="RATE", help="kernel backend: tc tbf rate limit, e.g. 10mbit")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="seed of every fault decision and workload")
     p.add_argument(
         "--jobs",
         type=int,
-        default=DEFAULT_JOBS,
+        default=1 if kernel else DEFAULT_JOBS,
+        metavar="N",
         help="cells run at once, each in its own process (1: one after another)",
     )
-    add_output_options(p, "retries", quick="a fast smoke run (~15 s): 40 ops, loss 0.3 only")
+    add_output_options(
+        p,
+        "retries_kernel" if kernel else "retries",
+        quick="a fast smoke run (~15 s): 40 ops, loss 0.3 only",
+    )
     return p  # fmt: skip
 
 
@@ -253,6 +305,8 @@ RETRIES = Experiment(
     plot=plot,
     jobs=jobs,
     cost=cost,
+    reading=reading_text,
+    legend=LEGEND,
 )
 
 
@@ -307,6 +361,8 @@ def kernel_experiment() -> Experiment[RetriesConfig, Cell, BankRecord]:
         plot=plot,
         environment=kernel_environment,
         errors=(_netns_error(),),
+        reading=reading_text,
+        legend=LEGEND,
     )
 
 

@@ -6,8 +6,9 @@ per timeout with what each transport duplicated, left unknown and waited
 (p99), and the mechanism only where the numbers point its way: below TCP's
 200 ms retransmission timeout TCP doing worse (the retry queues behind the
 lost message and both execute), above it TCP doing better (the retransmission
-arrives in time). A last sentence says whether the simulator orders the two
-transports the same way.
+arrives in time). A further sentence says whether the simulator orders the two
+transports the same way; the last ones say how much money duplicates moved
+(deposits and withdrawals apart) and where exactly-once's drift comes from.
 """
 
 from __future__ import annotations
@@ -134,3 +135,64 @@ def _echo(
 
 def _sign(x: int) -> int:
     return (x > 0) - (x < 0)
+
+
+def reading_text(records: Sequence[BankRecord]) -> str:
+    """The reading as a Markdown list: TCP against UDP, then where the drift comes from."""
+    lines = reading(records)
+    lines += [line for line in (_duplicated_money(records), exactly_once_drift(records)) if line]
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def _where(r: BankRecord) -> str:
+    return f"{r.transport}, timeout {timeout_text(r.timeout)}, loss {r.loss:g}"
+
+
+def _duplicated_money(records: Sequence[BankRecord]) -> str | None:
+    """The at-least-once cell whose second executions moved the most money, per kind."""
+    cells = [
+        r
+        for r in records
+        if r.semantics == "at-least-once" and r.audit.deposits and r.audit.withdrawals
+    ]
+    if not cells or not any(r.audit.duplicated for r in cells):
+        return None
+    real = [r for r in cells if not r.transport.startswith("sim")]
+    worst = max(real or cells, key=lambda r: r.audit.duplicated)
+    d, w = worst.audit.deposits, worst.audit.withdrawals
+    assert d is not None and w is not None
+    return (
+        f"Duplicates move real money. At-least-once duplicated most at {_where(worst)}: "
+        f"{d.duplicated} of {d.ops} deposits were credited twice or more "
+        f"({d.drift_duplicated:+d} ledger units nobody paid in) and {w.duplicated} of "
+        f"{w.ops} withdrawals debited twice or more ({w.drift_duplicated:+d} units)."
+    )
+
+
+def exactly_once_drift(records: Sequence[BankRecord]) -> str | None:
+    """Whether exactly-once's drift is money created or operations the client cannot know."""
+    cells = [
+        r
+        for r in records
+        if r.semantics == "exactly-once" and r.audit.drift_unacknowledged is not None
+    ]
+    if not cells:
+        return None
+    worst = max(cells, key=lambda r: abs(r.audit.money_drift))
+    a = worst.audit
+    if a.money_drift == 0:
+        return "Exactly-once left no drift in any cell: the ledger moved what the ok replies say."
+    twice = sum(r.audit.duplicated for r in cells)
+    if twice == 0 and all(r.audit.money_drift == r.audit.drift_unacknowledged for r in cells):
+        return (
+            "Exactly-once creates no money: no operation ran twice in any cell. Its drift "
+            f"(largest {a.money_drift:+d} ledger units, at {_where(worst)}) is operations "
+            "applied once whose client gave up before a reply came "
+            f"({a.phantom} of its {a.unknown} unknown were applied): the client cannot know, "
+            "and a balance check tells."
+        )
+    return (
+        f"Exactly-once applied {twice} operation(s) twice or the ledger lost one: its drift "
+        f"(largest {a.money_drift:+d} units, at {_where(worst)}) is not only operations of "
+        "unknown outcome. That breaks its guarantee."
+    )

@@ -3,23 +3,35 @@
 One table per transport and timeout (measured / predicted counts, latency
 percentiles), captioned with seed, fault model, policy, environment and the
 model that predicts it; then TCP next to UDP per timeout (and sim-tcp next to
-sim-udp); then the reading of the run (``experiments.retries_reading``); and
-the plot of duplicates and p99 latency against loss, one row per timeout.
+sim-udp); then deposits and withdrawals apart; the legend of the columns
+(``LEGEND``); and the plot of duplicates and p99 latency against loss, one
+row per timeout. The reading is ``experiments.retries_reading``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from experiments.cell_record import AUDIT_COLUMNS, TCP_TRANSPORTS, BankRecord
+from experiments.audit import KindAudit
+from experiments.cell_record import (
+    AUDIT_COLUMNS,
+    AUDIT_LEGEND,
+    CELL_INTRO,
+    SEMANTICS_MEANING,
+    TCP_TRANSPORTS,
+    BankRecord,
+    drift_text,
+)
 from experiments.framework.experiment import Environment
 from experiments.framework.plots import Panel, Plot, Series
-from experiments.framework.tables import Column, section, table
-from experiments.retries_reading import PAIRS, reading, timeout_text
+from experiments.framework.tables import Column, legend, section, table
+from experiments.retries_reading import PAIRS, timeout_text
+from experiments.workload import ops_text
 from transports.faults import FaultSpec, TcpRecovery
 
 COLOURS = {"tcp": "tab:blue", "udp": "tab:orange", "sim-tcp": "tab:cyan", "sim-udp": "tab:red"}
-LOSS_AXIS = "loss probability per message, each direction"
+LOSS_AXIS = "loss per message, each direction"
+DODGE = 0.012  # of the loss axis per transport: equal points of two transports stay visible
 
 TRANSPORT_COLUMNS: tuple[Column[BankRecord], ...] = (
     Column("semantics", lambda r: r.semantics),
@@ -36,6 +48,17 @@ TCP_MODEL = (
     "the TCP model (the first attempt's round trip through TCP's handshake and "
     "retransmission schedule decides the call; it ignores head-of-line blocking "
     "between calls, so '!' at short timeouts measures that blocking)"
+)
+
+
+LEGEND = legend(
+    CELL_INTRO,
+    [
+        ("semantics", SEMANTICS_MEANING),
+        ("loss", "probability that a message is lost, each direction"),
+        *AUDIT_LEGEND,
+        ("dup X, unknown X, ... (side by side)", "that column of transport X"),
+    ],
 )
 
 
@@ -84,19 +107,24 @@ def tcp_model(record: BankRecord) -> bool:
     )
 
 
+def workload_text(r: BankRecord) -> str:
+    """``200 operations per cell (deposits and withdrawals; 10 from each of 20 clients)``."""
+    return ops_text(r.audit.ops, r.clients)
+
+
 def caption(records: Sequence[BankRecord], transport: str, env: Environment) -> str:
     r = records[0]
     attempts = max(x.max_attempts for x in records)
     model = TCP_MODEL if tcp_model(r) else UDP_MODEL
     missing = sorted({x.no_prediction for x in records if x.no_prediction})
     unpredicted = f" No prediction where {'; '.join(missing)}." if missing else ""
+    others = FaultSpec.parse(r.faults).with_loss(0.0).to_spec() or "none"
     return (
-        f"{transport}, timeout {timeout_text(r.timeout)}: {r.audit.ops} ops x {r.clients} "
-        f"clients per cell, seed {r.seed}, faults [{r.faults or 'none'}] with loss per row, "
-        f"policy {r.policy}, max attempts {attempts} (maybe: 1); Python {env['python']} on "
-        f"{env['platform']}, {env['cpus']} CPUs. Cells read measured / predicted count "
-        f"('!' = outside 4 sigma), predicted by {model}.{unpredicted}"
-        + (" Latencies are virtual time." if transport.startswith("sim") else "")
+        f"{workload_text(r)}, seed {r.seed}; loss as in each row, other faults [{others}]; "
+        f"policy {r.policy}, at most {attempts} attempts (maybe: 1); Python "
+        f"{env['python']} on {env['platform']}, {env['cpus']} CPUs. A count reads "
+        f"`measured / predicted` ('!': outside 4 standard errors), predicted by {model}."
+        f"{unpredicted}" + (" Latencies are virtual time." if transport.startswith("sim") else "")
     )
 
 
@@ -109,12 +137,12 @@ def groups(records: Iterable[BankRecord]) -> dict[tuple[str, float], list[BankRe
 
 
 def render(records: Sequence[BankRecord], env: Environment, *, kernel: bool = False) -> str:
-    """All tables as plain text, then the reading.
+    """All tables, Markdown.
 
     Per transport pair (tcp/udp, then sim-tcp/sim-udp): one table per
-    transport and timeout, then the two side by side per timeout.
-    ``kernel``: the kernel dropped the packets (not seeded), which the
-    TCP-vs-UDP heading says.
+    transport and timeout, then the two side by side per timeout; then
+    deposits against withdrawals per timeout. ``kernel``: the kernel dropped
+    the packets (not seeded), which the TCP-vs-UDP notes say.
     """
     by_group = groups(records)
     transports = list(dict.fromkeys(r.transport for r in records))
@@ -124,13 +152,60 @@ def render(records: Sequence[BankRecord], env: Environment, *, kernel: bool = Fa
         for transport in pair:
             for timeout in timeouts:
                 if (group := by_group.get((transport, timeout))) is not None:
-                    parts.append(section(caption(group, transport, env), transport_table(group)))
+                    title = f"{transport}, timeout {timeout_text(timeout)}"
+                    note = caption(group, transport, env)
+                    parts.append(section(title, transport_table(group), note))
         if len(pair) == 2 and all(t in transports for t in pair):
             parts += _side_by_side(records, pair, timeouts, kernel)
-    lines = reading(records)
-    if lines:
-        parts.append(section("Reading (from this run's numbers)", "\n".join(lines)))
+    for timeout in timeouts:
+        lossy = [r for r in records if r.timeout == timeout and r.loss > 0]
+        if lossy:
+            parts.append(section(f"Deposits and withdrawals, timeout {timeout_text(timeout)}",
+                                 kinds_table(lossy), KINDS_NOTE))  # fmt: skip
     return "\n\n".join(parts)
+
+
+KINDS_NOTE = (
+    "The cells with loss, each kind of operation on its own: `ok / failed / unknown` "
+    "as the clients were told, operations applied twice or more, applied although the "
+    "client saw failed or unknown (phantom), and the drift in ledger units with the part "
+    "due to second executions. A duplicated deposit credits money nobody paid in; a "
+    "duplicated withdrawal debits the customer twice."
+)
+
+
+def _kind_columns(name: str, kind: str) -> list[Column[BankRecord]]:
+    def get(r: BankRecord) -> KindAudit | None:
+        return r.audit.deposits if kind == "deposits" else r.audit.withdrawals
+
+    def counts(r: BankRecord) -> str:
+        k = get(r)
+        return "?" if k is None else f"{k.ok} / {k.failed} / {k.unknown}"
+
+    def of(field: str) -> Callable[[BankRecord], object]:
+        return lambda r: "?" if (k := get(r)) is None else getattr(k, field)
+
+    def drift(r: BankRecord) -> str:
+        k = get(r)
+        return "?" if k is None else drift_text(k.drift, k.drift_duplicated)
+
+    return [
+        Column(f"{name} ok / failed / unknown", counts),
+        Column(f"{name} dup", of("duplicated")),
+        Column(f"{name} phantom", of("phantom")),
+        Column(f"{name} drift (of it dup)", drift),
+    ]
+
+
+def kinds_table(records: Sequence[BankRecord]) -> str:
+    columns: list[Column[BankRecord]] = [
+        Column("transport", lambda r: r.transport),
+        Column("semantics", lambda r: r.semantics),
+        Column("loss", lambda r: r.loss),
+        *_kind_columns("deposits", "deposits"),
+        *_kind_columns("withdrawals", "withdrawals"),
+    ]
+    return table(records, columns, disable_numparse=True)
 
 
 def _side_by_side(
@@ -138,14 +213,15 @@ def _side_by_side(
 ) -> list[str]:
     left, right = pair
     if left == "tcp":
-        same = "kernel packet loss (not seeded)" if kernel else "same seed and fault decisions"
+        same = "kernel packet loss (not seeded)" if kernel else "the same seed and fault decisions"
     else:
-        same = "same seed and fault decisions, virtual time"
+        same = "the same seed and fault decisions, virtual time"
     sections = []
     for timeout in timeouts:
         cells = [r for r in records if r.timeout == timeout]
-        heading = f"{left} vs {right}, timeout {timeout_text(timeout)}, {same}"
-        sections.append(section(heading, side_by_side_table(cells, left, right)))
+        heading = f"{left} vs {right}, timeout {timeout_text(timeout)}"
+        note = f"Matching cells of both transports, {same}."
+        sections.append(section(heading, side_by_side_table(cells, left, right), note))
     return sections
 
 
@@ -157,8 +233,11 @@ def plot(name: str, records: Sequence[BankRecord]) -> Plot:
     deduplicated = sum(
         r.audit.duplicated for r in records if r.semantics in ("at-most-once", "exactly-once")
     )
-    title = f"{name}: operations duplicated under at-most-once and exactly-once: {deduplicated}"
-    return Plot(rows, (12, 4.5 * len(rows)), title)
+    title = (
+        f"{name}: operations duplicated under at-most-once and exactly-once: {deduplicated}\n"
+        "(measured points shifted sideways a little, so that equal ones stay visible)"
+    )
+    return Plot(rows, (13, 4.8 * len(rows)), title)
 
 
 def _panels(records: Sequence[BankRecord], timeout: str) -> tuple[Panel, Panel]:
@@ -168,24 +247,48 @@ def _panels(records: Sequence[BankRecord], timeout: str) -> tuple[Panel, Panel]:
     for (transport, semantics), group in _series(records).items():
         losses = [r.loss for r in group]
         colour = COLOURS.get(transport, "tab:gray")
+        sim = transport.startswith("sim")  # dashed with rings: the real line shows through
+        line_style = "--" if sim else "-"
         if semantics == "at-least-once":
             fraction = [r.audit.duplicated / r.audit.ops for r in group]
-            duplicates.append(Series(f"{transport} measured", losses, fraction, "o-", colour))
+            duplicates.append(
+                Series(
+                    f"{transport} measured",
+                    losses,
+                    fraction,
+                    "o" + line_style,
+                    colour,
+                    key=transport,
+                    hollow=sim,
+                )
+            )
             model = "TCP model" if tcp_model(group[0]) else "UDP analytic"
             line = predicted.setdefault(model, {})
             line.update((r.loss, r.predicted.duplicated) for r in group if r.predicted)
         if semantics in ("at-least-once", "exactly-once"):
-            style = "o-" if semantics == "at-least-once" else "s--"
+            marker = "o" if semantics == "at-least-once" else "s"
             p99 = [r.audit.p99_ms for r in group]
-            latencies.append(Series(f"{transport} {semantics}", losses, p99, style, colour))
-    for (model, line), style in zip(predicted.items(), ("k:", "k-."), strict=False):
+            latencies.append(
+                Series(
+                    f"{transport} {semantics}",
+                    losses,
+                    p99,
+                    marker + line_style,
+                    colour,
+                    key=transport,
+                    hollow=sim,
+                )
+            )
+    for (model, line), style in zip(predicted.items(), ("x:", "+-."), strict=False):
         xs = sorted(line)
-        duplicates.append(Series(f"{model} prediction", xs, [line[x] for x in xs], style))
+        duplicates.append(
+            Series(f"{model} prediction", xs, [line[x] for x in xs], style, "black", dodge=False)
+        )
     return (
         Panel(f"at-least-once, timeout {timeout}: operations applied twice or more", LOSS_AXIS,
-              "fraction of operations", duplicates),
+              "fraction of operations", duplicates, dodge=DODGE),
         Panel(f"p99 latency of a logical operation, timeout {timeout} (sim: virtual time)",
-              LOSS_AXIS, "ms (log scale)", latencies, ylog=True),
+              LOSS_AXIS, "ms (log scale)", latencies, ylog=True, dodge=DODGE),
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ dying are read back by ``crashes()``.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import sqlite3
@@ -69,19 +70,44 @@ class _Incarnation:
     err_path: Path
 
 
-def free_port(host: str = "127.0.0.1", tries: int = 20) -> int:
-    """A port free for both TCP and UDP right now (a race, but on loopback a rare one)."""
-    for _ in range(tries):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
+def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
+    """A port free for both TCP and UDP right now, outside the kernel's ephemeral range.
+
+    The supervised server's port is unbound while it is down between two
+    incarnations. A port from the ephemeral range (what binding to port 0 gives)
+    can then be taken by a client's own outgoing socket, or a client's TCP
+    connect can connect to itself (simultaneous open), and the restarted server
+    fails with "address already in use". No client socket is given a port
+    below the ephemeral range, so such a port stays ours.
+    """
+    low, high = _PORTS_BELOW_EPHEMERAL
+    span = high - low
+    start = (os.getpid() * 7919) % span  # parallel jobs start apart; no seed needed
+    for step in range(tries):
+        port = low + (start + step * 97) % span
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+        ):
+            try:
+                tcp.bind((host, port))
+                udp.bind((host, port))
+            except OSError:
+                continue
+            return port
     raise SupervisorError(f"no port free for both TCP and UDP after {tries} tries")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux default 32768)."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
+
+
+#: Ports a supervised server may take: above the well-known and common service
+#: ports, below every port the kernel hands out to clients.
+_PORTS_BELOW_EPHEMERAL = (20000, max(20001, _ephemeral_low()))
 
 
 def integrity_check(db: Path) -> str:

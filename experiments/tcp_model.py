@@ -31,12 +31,12 @@ from typing import Any
 
 from experiments.audit import Audit
 from experiments.framework.options import (
+    add_list_option,
     add_output_options,
-    choice,
     config_from,
-    csv_list,
     environment,
     error,
+    experiment_parser,
     parameters,
     probability,
 )
@@ -75,29 +75,52 @@ def timeout(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.tcp_model",
-        description="Check the deterministic TCP model (stream simulator, tcp=retransmit) "
-        "against kernel TCP with packet loss between two network namespaces.",
+    p = experiment_parser(
+        "experiments.tcp_model",
+        "Check the project's deterministic model of TCP's loss recovery (in the simulator, "
+        "and on real TCP sockets with the in-process fault layer) against the kernel's TCP "
+        "with packet loss between two network namespaces: for each semantics, loss and "
+        "client timeout, each count of the model beside the kernel runs' mean and range. "
+        "The kernel part needs root and Linux; --kernel-from re-checks stored kernel runs.",
     )
-    p.add_argument("--semantics", type=csv_list(choice(SEMANTICS)), default=DEFAULT_SEMANTICS)
-    p.add_argument(
+    add_list_option(
+        p,
+        "--semantics",
+        choices=SEMANTICS,
+        default=DEFAULT_SEMANTICS,
+        help="call semantics, one cell each",
+    )
+    add_list_option(
+        p,
         "--loss",
-        type=csv_list(probability),
+        parse=probability,
         default=DEFAULT_LOSS,
         help="loss each direction: per packet in the kernel, per message in the model",
     )
-    p.add_argument(
+    add_list_option(
+        p,
         "--timeouts",
-        type=csv_list(timeout),
+        parse=timeout,
         default=DEFAULT_TIMEOUTS,
-        help="client timeouts, one cell each (policy fixed:timeout=T)",
+        help="client timeouts per attempt; one cell per value",
     )
-    p.add_argument("--max-attempts", type=int, default=5, help="attempts per call (maybe: 1)")
-    p.add_argument("--ops", type=int, default=400, help="logical operations per cell")
-    p.add_argument("--clients", type=int, default=8, help="concurrent clients per cell")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--kernel-runs", type=int, default=5, help="kernel runs per cell (samples)")
+    p.add_argument(
+        "--max-attempts", type=int, default=5, metavar="N", help="attempts per operation (maybe: 1)"
+    )
+    p.add_argument(
+        "--ops",
+        type=int,
+        default=400,
+        metavar="N",
+        help="deposits and withdrawals per cell, in total over its clients",
+    )
+    p.add_argument(
+        "--clients", type=int, default=8, metavar="N", help="concurrent clients per cell"
+    )
+    p.add_argument("--seed", type=int, default=1, help="seed of every fault decision and workload")
+    p.add_argument(
+        "--kernel-runs", type=int, default=5, metavar="N", help="kernel runs per cell (samples)"
+    )
     p.add_argument(
         "--kernel-from",
         type=Path,
@@ -114,10 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         "with the kernel, reuse with --kernel-from, off with --skip-kernel",
     )
     p.add_argument(
-        "--jobs", type=int, default=DEFAULT_JOBS, help="cells at once, each in its own process"
+        "--jobs",
+        type=int,
+        default=DEFAULT_JOBS,
+        metavar="N",
+        help="cells at once, each in its own process",
     )
     add_output_options(p, "tcp_model", quick="a fast smoke run: 100 ops, 2 kernel runs, 2 losses")
-    return p
+    return p  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -337,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(records, env)
     print(text)
     results = Results(parameters(cfg), env, {"cells": records}, text, records,
-                      title="TCP model vs kernel TCP", markdown=True)  # fmt: skip
+                      title="TCP model vs kernel TCP")  # fmt: skip
     written = write_results(cfg.out, cfg.name, results)
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0

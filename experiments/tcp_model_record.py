@@ -35,7 +35,7 @@ class KernelSample:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> KernelSample:
         return cls(
-            audit=Audit(**data["audit"]),
+            audit=Audit.from_dict(data["audit"]),
             seconds=float(data["seconds"]),
             packets={d: dict(c) for d, c in data["packets"].items()},
             loss_tool=data.get("loss_tool"),
@@ -144,7 +144,7 @@ def load_cells(path: Path) -> EarlierResults:
         cells = {
             (c["semantics"], float(c["timeout_ms"]), float(c["loss"])): EarlierCell(
                 kernel=tuple(KernelSample.from_json(k) for k in c["kernel"]),
-                model_tcp=Audit(**c["model_tcp"]) if c.get("model_tcp") else None,
+                model_tcp=Audit.from_dict(c["model_tcp"]) if c.get("model_tcp") else None,
             )
             for c in document["cells"]
         }

@@ -58,6 +58,16 @@ def plan_operations(seed: int, clients: int, ops: int) -> list[list[Operation]]:
     return plans
 
 
+def ops_text(ops: int, clients: int) -> str:
+    """How ``plan_operations`` spreads ``ops`` over ``clients``, for a table's note."""
+    low = ops // clients
+    each = f"{low}" if ops % clients == 0 else f"{low} or {low + 1}"
+    return (
+        f"{ops} operations per cell (deposits and withdrawals drawn at random), "
+        f"{each} from each of {clients} concurrent clients"
+    )
+
+
 def open_accounts(ledger: Ledger, clients: int, now: float) -> list[str]:
     """Create one funded account per client and return a session token each."""
     tokens = []

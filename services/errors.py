@@ -6,6 +6,9 @@ with a stable ``code``; the server endpoint maps it to a wire error reply.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from transports.service import ServiceError
 
 __all__ = [
@@ -18,6 +21,7 @@ __all__ = [
     "TransactionFailed",
     "Unauthenticated",
     "UnknownOperation",
+    "only_argument",
 ]
 
 
@@ -71,3 +75,19 @@ class TransactionFailed(ServiceError):
     """The seed's random server-side failure: nothing was applied, try again."""
 
     code = "TRANSACTION_FAILED"
+
+
+def only_argument(args: object, name: str) -> Any:
+    """The value of ``args[name]`` when ``args`` is an object holding that key and no other.
+
+    An extra key is refused like a missing one: a misspelt or unsupported
+    argument must not be silently ignored (transports/PROTOCOL.md, section 7).
+    """
+    if not isinstance(args, Mapping):
+        raise InvalidArgument("arguments must be an object")
+    if name not in args:
+        raise InvalidArgument(f"missing argument {name!r}")
+    if len(args) != 1:
+        extra = sorted(str(key) for key in args if key != name)
+        raise InvalidArgument(f"unexpected argument(s): {', '.join(extra)}")
+    return args[name]

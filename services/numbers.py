@@ -6,10 +6,12 @@ Operation ``numbers.check`` takes ``{"n": str}`` and returns
 Input rules:
 
 * ``n`` is a decimal integer string: optional ``+`` or ``-``, then ASCII
-  digits ``0-9`` only; surrounding whitespace is stripped, nothing else is
-  allowed (no inner spaces, underscores, ``1.5``, ``1e5``, or non-ASCII digits
-  such as Arabic-Indic ones, all of which Python's ``int()`` would accept).
-  A JSON integer (not a boolean) is also accepted and treated as ``str(n)``.
+  digits ``0-9`` only; surrounding ASCII whitespace (``SPACES``: space, tab,
+  LF, VT, FF, CR) is stripped, nothing else is allowed (no other Unicode space
+  such as U+00A0, no inner spaces, underscores, ``1.5``, ``1e5``, or non-ASCII
+  digits such as Arabic-Indic ones, all of which Python's ``int()`` would
+  accept). A JSON integer (not a boolean) is also accepted and treated as
+  ``str(n)``. ``args`` holds ``n`` and nothing else.
 * At most ``MAX_DIGITS`` significant digits (leading zeros do not count);
   larger inputs are refused, which bounds the primality test's cost.
 
@@ -33,7 +35,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from services.errors import InvalidArgument, UnknownOperation
+from services.errors import InvalidArgument, UnknownOperation, only_argument
 from services.primes import MAX_DIGITS, check_digits, is_probable_prime
 from transports.service import CallContext, JsonObject
 
@@ -42,6 +44,9 @@ OP_CHECK = "numbers.check"
 # [0-9], not \d: \d matches every Unicode decimal digit.
 _INTEGER_RE = re.compile(r"([+-]?)([0-9]+)")
 _ECHO_CHARS = 40  # how much of a bad input an error message quotes
+#: The whitespace ignored around ``n``: ASCII only, so that the rule is the same
+#: in every language (Python's ``str.strip()`` would also take U+00A0, U+2003 ...).
+SPACES = " \t\n\v\f\r"
 
 #: Numbers with more digits than this are tested off the event loop in a
 #: server (``NumbersService``): a 64-digit prime takes ~0.6 ms, 100 digits
@@ -74,7 +79,7 @@ def parse_integer(value: object) -> tuple[int, str]:
                 f"argument 'n' has more than {MAX_DIGITS} digits; the maximum is {MAX_DIGITS}"
             ) from None
         return value, str(value)
-    raw = value.strip()
+    raw = value.strip(SPACES)
     if not raw:
         raise InvalidArgument("argument 'n' is empty")
     match = _INTEGER_RE.fullmatch(raw)
@@ -149,8 +154,4 @@ class NumbersService:
     def handle(self, op: str, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         if op != OP_CHECK:
             raise UnknownOperation(f"unknown operation {op!r} for service {self.name!r}")
-        if not isinstance(args, Mapping):
-            raise InvalidArgument("arguments must be an object")
-        if "n" not in args:
-            raise InvalidArgument("missing argument 'n'")
-        return check(args["n"], self._long_prime_test)
+        return check(only_argument(args, "n"), self._long_prime_test)

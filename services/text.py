@@ -1,8 +1,8 @@
 """The lab's text service: one string in, its lower- and upper-case forms out.
 
 Operation ``text.convert`` takes ``{"text": str}`` (at most ``MAX_TEXT_CHARS``
-characters) and returns ``{"lower": ..., "upper": ...}`` using Python's full
-Unicode case mapping (so the results may differ in length from the input,
+characters; no other key) and returns ``{"lower": ..., "upper": ...}`` using
+Python's full Unicode case mapping (so the results may differ in length from the input,
 e.g. ``"ß".upper() == "SS"``). ``seed_reply`` reproduces the lab server's
 plain-text reply for comparison runs.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.errors import InvalidArgument, UnknownOperation
+from services.errors import InvalidArgument, UnknownOperation, only_argument
 from transports.service import CallContext, JsonObject
 
 #: Longest accepted ``text``, in characters (code points), not bytes.
@@ -27,11 +27,7 @@ def seed_reply(text: str) -> str:
 
 
 def _text_arg(args: Mapping[str, Any]) -> str:
-    if not isinstance(args, Mapping):
-        raise InvalidArgument("arguments must be an object")
-    if "text" not in args:
-        raise InvalidArgument("missing argument 'text'")
-    text = args["text"]
+    text = only_argument(args, "text")
     if not isinstance(text, str):
         raise InvalidArgument(f"argument 'text' must be a string, got {type(text).__name__}")
     if len(text) > MAX_TEXT_CHARS:

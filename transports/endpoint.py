@@ -144,7 +144,7 @@ class ServerEndpoint:
             self.count(f"rejected_{err.code.lower()}")
             if not err.answerable or err.request_id is None:
                 return None  # a corrupted message's id cannot be trusted
-            reply = Reply.error(err.request_id, err.attempt, err.code, err.message)
+            reply = error_reply(err.request_id, err.attempt, err.code, err.message)
             return self.limit_reply(encode_reply(reply), budget)
         self.count("requests")
         admitted = False
@@ -177,7 +177,7 @@ class ServerEndpoint:
         if refusal is None:
             return None
         self.count(f"refused_{refusal.code.lower()}")
-        reply = Reply.error(request.id, request.attempt, refusal.code, refusal.message)
+        reply = error_reply(request.id, request.attempt, refusal.code, refusal.message)
         return self.limit_reply(encode_reply(reply), budget)
 
     def abandon(self, request: Request) -> None:
@@ -236,10 +236,7 @@ class ServerEndpoint:
             result = self.service.handle(request.op, request.args, ctx)
         except ServiceError as err:
             self.count(f"error_{err.code.lower()}")
-            message = err.message
-            if len(message) > ERROR_MESSAGE_MAX:  # bounded, whatever the service wrote
-                message = message[: ERROR_MESSAGE_MAX - 3] + "..."
-            return Reply.error(request.id, request.attempt, err.code, message)
+            return error_reply(request.id, request.attempt, err.code, err.message)
         except Exception:
             log.exception("internal error executing %s", request.op)
             self.count("error_internal")
@@ -280,6 +277,13 @@ class ServerEndpoint:
                 # thread's Counter while it adds a key would raise.
                 total.update(dict(counts))
         return total
+
+
+def error_reply(request_id: str, attempt: int, code: str, message: str) -> Reply:
+    """An error reply whose message is cut to the wire's limit (its first
+    ``ERROR_MESSAGE_MAX`` characters), so that a long message (e.g. one listing
+    a request's many unexpected fields) cannot make the reply unencodable."""
+    return Reply.error(request_id, attempt, code, message[:ERROR_MESSAGE_MAX])
 
 
 def _without_token(request: Request) -> tuple[Request, object]:

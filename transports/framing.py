@@ -33,6 +33,7 @@ __all__ = [
     "FramingError",
     "LengthPrefixDecoder",
     "SeedDecoder",
+    "WrongFraming",
     "frame",
     "seed_frame",
 ]
@@ -46,10 +47,21 @@ _LENGTH: Final = struct.Struct(">I")
 # Digits, optionally padded with spaces or NULs on either side (the lab pads
 # with spaces on the right; NULs tolerate clients that zero-fill).
 _SEED_HEADER_RE: Final = re.compile(rb"[ \x00]*([0-9]+)[ \x00]*")
+# How a seed header's first 4 bytes look from the lab's client: digits, then spaces.
+_SEED_START_RE: Final = re.compile(rb"[0-9]+ *")
 
 
 class FramingError(Exception):
     """The byte stream violates the framing; the decoder is now unusable."""
+
+
+class WrongFraming(FramingError):
+    """The stream is in the *other* framing: a client of one protocol reached a
+    server of the other, which can tell it so. ``found``: "length" or "seed"."""
+
+    def __init__(self, found: str) -> None:
+        super().__init__(f"the peer sends {found} framing")
+        self.found = found
 
 
 class _StreamDecoder:
@@ -178,6 +190,8 @@ class LengthPrefixDecoder(_StreamDecoder):
     def _body_length(self, data: bytes | bytearray | memoryview, pos: int) -> int:
         (length,) = _LENGTH.unpack_from(data, pos)
         if not 0 < length <= MAX_MESSAGE_SIZE:
+            if _SEED_START_RE.fullmatch(data[pos : pos + LENGTH_PREFIX_SIZE]):
+                raise WrongFraming("seed")  # never a valid length: >= 0x30000000
             raise FramingError(f"frame length {length} outside 1..{MAX_MESSAGE_SIZE}")
         return int(length)
 
@@ -198,6 +212,14 @@ def seed_frame(text: str) -> bytes:
     return header + b" " * (SEED_HEADER - len(header)) + body
 
 
+def _looks_like_frame(data: bytes) -> bool:
+    """Whether ``data`` starts like ``frame`` output: a valid length, then a message's magic."""
+    if len(data) < LENGTH_PREFIX_SIZE + 2 or data[4:6] != b"RT":
+        return False
+    length: int = _LENGTH.unpack_from(data)[0]
+    return 0 < length <= MAX_MESSAGE_SIZE
+
+
 class SeedDecoder(_StreamDecoder):
     """Splits a stream of lab-client messages; yields each one as ``str``.
 
@@ -214,6 +236,8 @@ class SeedDecoder(_StreamDecoder):
         header = bytes(data[pos : pos + SEED_HEADER])
         match = _SEED_HEADER_RE.fullmatch(header)
         if match is None:
+            if _looks_like_frame(header):
+                raise WrongFraming("length")
             raise FramingError(f"seed header is not a padded decimal length: {header!r}")
         length = int(match.group(1))
         if length > SEED_MAX_MESSAGE:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from experiments.framework.options import experiment_parser
 from experiments.framework.records import Record
 from services.text import TextService
 from transports.aio.driver import ServerContext
@@ -166,9 +167,9 @@ def instruction_cost() -> list[InstructionCost] | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.fault_layer",
-        description="What the fault layer costs the server with every probability zero: "
+    parser = experiment_parser(
+        "experiments.fault_layer",
+        "What the fault layer costs the server with every probability zero: "
         "CPU time and (with valgrind) instructions per request, without and with the layer "
         "(about 2.5 minutes). With TRANSPORT KIND N: run N requests through one server path, "
         "the child process that callgrind counts.",

@@ -23,13 +23,20 @@ from dataclasses import dataclass
 from experiments.bench.load import Sample, drive
 from experiments.bench.peers import start_peer, stop_peer
 from experiments.bench.workloads import service_workload
-from experiments.framework.options import choice, config_from, csv_list
+from experiments.framework.options import add_list_option, config_from, experiment_parser
 from experiments.framework.records import Record
 from experiments.framework.tables import Column, percentile, table
 from services.numbers import OFFLOAD_DIGITS
 from services.primes import MAX_DIGITS, is_probable_prime
 
 SHORT_CLIENTS = 4
+DESCRIPTION = (
+    f"Short numbers checks beside long ones: {SHORT_CLIENTS} clients check a 10-digit "
+    "number while a fifth checks 400-digit primes (about 30 ms each), on a server that "
+    "tests long numbers in a separate process (the default) and on one that tests every "
+    "number on its event loop, in alternating rounds; the short clients' rate beside "
+    "their rate alone. Also part of python -m experiments.throughput."
+)
 #: (label, --prime-processes)
 SERVERS = (("prime process", 1), ("event loop", 0))
 
@@ -158,10 +165,19 @@ def render(rows: Sequence[LongCheck]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.long_checks", description=__doc__)
-    parser.add_argument("--transports", type=csv_list(choice(("tcp", "udp"))), default="tcp,udp")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=1.0, help="measured window per round")
+    parser = experiment_parser("experiments.long_checks", DESCRIPTION)
+    add_list_option(
+        parser,
+        "--transports",
+        choices=("tcp", "udp"),
+        default="tcp,udp",
+        help="transports to measure",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, metavar="N", help="alternating rounds per server"
+    )
+    parser.add_argument("--seconds", type=float, default=1.0,
+                        help="measured window per round, seconds")  # fmt: skip
     return parser
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from experiments.bench.load import drive
 from experiments.bench.peers import start_peer, stop_peer
 from experiments.bench.workloads import TEXT, service_workload
-from experiments.framework.options import choice, config_from, csv_list
+from experiments.framework.options import add_list_option, config_from, experiment_parser
 from experiments.framework.records import Record
 from experiments.framework.tables import Column, percentile, table
 
@@ -88,10 +88,24 @@ def measure(cfg: RoundtripConfig) -> list[QuickRow]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.roundtrip", description=__doc__)
-    parser.add_argument("--transports", type=csv_list(choice(("tcp", "udp"))), default="tcp,udp")
-    parser.add_argument("--seconds", type=float, default=1.0, help="measured window per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = experiment_parser(
+        "experiments.roundtrip",
+        "The one-client quick check: round trips per second and p50/p99/max latency of our "
+        "text server against a minimal asyncio echo server, over TCP and UDP, in "
+        "alternating rounds. The full benchmark is python -m experiments.throughput.",
+    )
+    add_list_option(
+        parser,
+        "--transports",
+        choices=("tcp", "udp"),
+        default="tcp,udp",
+        help="transports to measure",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=1.0, help="measured window per round, seconds"
+    )
+    parser.add_argument("--rounds", type=int, default=3, metavar="N",
+                        help="alternating rounds per server")  # fmt: skip
     return parser
 
 

@@ -108,7 +108,7 @@ def run(cfg: ThroughputConfig) -> ThroughputReport:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        cfg = config(build_parser(__doc__ or "").parse_args(argv))
+        cfg = config(build_parser().parse_args(argv))
     except ValueError as err:
         return error(err)
     report = run(cfg)
@@ -120,7 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.sections(),
         text,
         title="Throughput",
-        markdown=True,
         plot=None if cfg.no_plot else plot(report),
     )
     written = write_results(cfg.out, cfg.name, results)

@@ -6,7 +6,8 @@ once; a ``ValueError`` is a refused command line), its cells, how one cell
 runs into a typed record, how the records render as tables and plot.
 ``run_experiment`` does the rest the same way for every experiment: parse,
 build the config, run the cells with progress (in worker processes when
-``jobs`` says so), print the tables, write JSON/CSV/Markdown/PNG, and exit 0,
+``jobs`` says so), print the tables and the reading, write JSON/CSV/Markdown/PNG (the Markdown
+with the reading and the legend of the columns first), and exit 0,
 2 on a refused command line or an environment error, or ``status``'s verdict.
 ``experiments.retries`` is the template.
 """
@@ -57,13 +58,15 @@ class Experiment(Generic[ConfigT, CellT, RecordT]):
     cells: Callable[[ConfigT], Sequence[CellT]]  # ValueError: refused command line
     run: Callable[[ConfigT, CellT], RecordT]  # module-level: may run in a worker process
     label: Callable[[CellT], str]  # the progress line of a finished cell
-    render: Callable[[Sequence[RecordT], Environment], str]
+    render: Callable[[Sequence[RecordT], Environment], str]  # the tables, Markdown
     plot: Callable[[str, Sequence[RecordT]], Plot] | None = None
     jobs: Callable[[ConfigT], int] = _one_job  # cells at once
     cost: Callable[[CellT], Any] | None = None  # with jobs > 1: cheapest-first start order
     environment: Callable[[Sequence[RecordT]], Environment] | None = None  # extra entries
     status: Callable[[Sequence[RecordT]], int] | None = None  # exit status; default 0
     errors: tuple[type[Exception], ...] = ()  # raised by a run: print, exit 2
+    reading: Callable[[Sequence[RecordT]], str] | None = None  # what the run shows, Markdown
+    legend: str = ""  # Markdown: what each column means, with its unit
 
 
 def run_experiment(
@@ -100,9 +103,15 @@ def execute(experiment: Experiment[ConfigT, CellT, RecordT], config: ConfigT) ->
     if experiment.environment is not None:
         env.update(experiment.environment(records))
     text = experiment.render(records, env)
+    reading = experiment.reading(records) if experiment.reading is not None else ""
     print(text)
+    if reading:
+        print(f"\n## What this run shows\n\n{reading}")
     plot = experiment.plot(config.name, records) if experiment.plot is not None else None
-    results = Results(parameters(config), env, {"cells": records}, text, records, plot=plot)
+    results = Results(parameters(config), env, {"cells": records}, text, records, plot=plot,
+                      reading=reading, legend=experiment.legend)  # fmt: skip
     written = write_results(config.out, config.name, results)
     print("\nwrote " + ", ".join(str(p) for p in written))
+    if experiment.legend:
+        print(f"what each column means: {config.out / (config.name + '.md')}")
     return experiment.status(records) if experiment.status is not None else 0

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import os
 import platform
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from transports.progname import invoked_as
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -41,7 +45,7 @@ def csv_list(parse: Callable[[str], T]) -> Callable[[str], list[T]]:
 
 
 def choice(options: Sequence[str]) -> Callable[[str], str]:
-    """An argparse type accepting one of ``options``."""
+    """An argparse type accepting one of ``options`` (a refusal lists them)."""
 
     def parse(text: str) -> str:
         if text not in options:
@@ -49,6 +53,58 @@ def choice(options: Sequence[str]) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, if it has one; a description of
+    several lines is kept as written (one line is wrapped).
+
+    (argparse's ``ArgumentDefaultsHelpFormatter`` also prints ``default: None``
+    and ``default: False`` for flags.)
+    """
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # Whole words: no "sim-" / "udp" or "exactly-" / "once" across two lines.
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" not in text.strip():
+            return super()._fill_text(text, width, indent)
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        shown = default not in (None, False, "", argparse.SUPPRESS) and "%(default)" not in text
+        if shown and (action.option_strings or action.nargs in ("?", "*")):
+            text += " (default: %(default)s)"
+        return text
+
+
+def experiment_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The parser every experiment starts from, named as the user ran it, user-facing help."""
+    return argparse.ArgumentParser(
+        prog=invoked_as(prog), description=description, formatter_class=HelpFormatter
+    )
+
+
+def add_list_option(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    flag: str,
+    *,
+    choices: Sequence[str] | None = None,
+    parse: Callable[[str], Any] | None = None,
+    default: str,
+    help: str,
+) -> None:
+    """A comma-separated option: each item one of ``choices`` (listed in the help) or ``parse``d."""
+    if (choices is None) == (parse is None):
+        raise TypeError("give choices or parse, not both")
+    item = choice(choices) if choices is not None else parse
+    assert item is not None
+    listed = f"; comma-separated, from: {', '.join(choices)}" if choices is not None else ""
+    parser.add_argument(flag, type=csv_list(item), default=default, metavar="LIST",
+                        help=help + listed)  # fmt: skip
 
 
 def probability(text: str) -> float:
@@ -82,29 +138,49 @@ def duration(text: str) -> float:
     return value
 
 
+#: Where a run writes by default: a folder of its own, so the committed
+#: reference in results/ changes only when asked (``--out results``).
+RUNS = Path("results") / "runs"
+
+
+def run_folder(now: datetime.datetime | None = None) -> Path:
+    """``results/runs/<UTC time>``, e.g. results/runs/2026-12-01T18-05-09Z."""
+    moment = now or datetime.datetime.now(datetime.UTC)
+    return RUNS / moment.strftime("%Y-%m-%dT%H-%M-%SZ")
+
+
 def add_output_options(
     parser: argparse.ArgumentParser, name: str, *, quick: str | None, progress: bool = True
 ) -> None:
     """The options every experiment shares: --out, --name, --quick and --no-progress."""
-    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help=f"folder of the result files (default: {RUNS}/<UTC time>; "
+        "'--out results' replaces the committed reference results)",
+    )
     parser.add_argument("--name", default=name, help="base name of the result files")
     if quick is not None:
         parser.add_argument("--quick", action="store_true", help=quick)
     if progress:
-        parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
 
 def config_from(cls: type[C], args: argparse.Namespace, **changes: Any) -> C:
     """The frozen config ``cls`` from parsed ``args`` (lists as tuples), with ``changes``.
 
     The parser's destinations and the config's fields must be the same names:
-    a mismatch is a programming error and raises ``TypeError``.
+    a mismatch is a programming error and raises ``TypeError``. An ``out``
+    left unset becomes this run's own folder (``run_folder``).
     """
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     given = vars(args)
     if set(given) != set(names):
         raise TypeError(f"{cls.__name__} fields {names} differ from the options {list(given)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    if "out" in values and values["out"] is None:
+        values["out"] = run_folder()
     values.update(changes)
     return cls(**values)
 

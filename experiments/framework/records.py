@@ -46,11 +46,22 @@ class Record:
         return out
 
     def csv_row(self) -> dict[str, Any]:
-        """The scalar columns (objects and lists stay in the JSON only)."""
-        return {k: v for k, v in self.to_dict().items() if not isinstance(v, dict | list)}
+        """The scalar columns; an object's scalars as ``name_key`` columns (e.g.
+        ``deposits_ok``). Lists and deeper objects stay in the JSON only."""
+        row: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                row.update((f"{key}_{k}", v) for k, v in value.items() if _scalar(v))
+            elif _scalar(value):
+                row[key] = value
+        return row
 
     def __getitem__(self, column: str) -> Any:
         return self.to_dict()[column]
+
+
+def _scalar(value: Any) -> bool:
+    return not isinstance(value, dict | list)
 
 
 def jsonable(value: Any) -> Any:

@@ -4,7 +4,9 @@
 experiment's sections (for a cell experiment, ``cells``: one record each);
 ``NAME.csv`` the scalar columns of the table rows (the union of their
 columns, in first-seen order, so records of different kinds can share a
-file); ``NAME.md`` the printed tables with the command that reproduces them;
+file); ``NAME.md`` a Markdown document: the command that reproduces the run, the
+reading of the run and the legend of the columns (when the experiment has
+them), then the tables;
 ``NAME.png`` the plot, when there is one and matplotlib is installed.
 """
 
@@ -28,11 +30,12 @@ class Results:
     parameters: Mapping[str, Any]
     environment: Mapping[str, Any]
     sections: Mapping[str, Any]  # the JSON's further keys, e.g. {"cells": records}
-    text: str  # the tables as printed
+    text: str  # the tables, Markdown
     rows: Sequence[Record] = ()  # the CSV's rows; none: no CSV
     title: str | None = None  # the Markdown heading; default: the file name
-    markdown: bool = False  # ``text`` is Markdown already; otherwise it is fenced
     plot: Plot | None = None
+    reading: str = ""  # Markdown: what the run shows, from its own numbers
+    legend: str = ""  # Markdown: what each column means, with its unit
 
 
 def write_results(out: Path, name: str, results: Results) -> list[Path]:
@@ -47,15 +50,24 @@ def write_results(out: Path, name: str, results: Results) -> list[Path]:
     written[0].write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     if results.rows:
         written.append(_write_csv(out / f"{name}.csv", results.rows))
-    body = results.text if results.markdown else f"```\n{results.text}\n```"
     markdown = out / f"{name}.md"
-    title = results.title or name
-    command = results.environment.get("argv", "?")
-    markdown.write_text(f"# {title}\n\nCommand: `{command}`\n\n{body}\n", encoding="utf-8")
     written.append(markdown)
+    markdown.write_text(document_text(name, results), encoding="utf-8")
     if results.plot is not None and (png := save(results.plot, out / f"{name}.png")) is not None:
         written.append(png)
     return written
+
+
+def document_text(name: str, results: Results) -> str:
+    """The Markdown document: title, command, reading, legend, tables."""
+    command = results.environment.get("argv", "?")
+    parts = [f"# {results.title or name}", f"Command: `{command}`"]
+    if results.reading:
+        parts.append(f"## What this run shows\n\n{results.reading}")
+    if results.legend:
+        parts.append(f"## How to read the tables\n\n{results.legend}")
+    parts.append(results.text)
+    return "\n\n".join(parts) + "\n"
 
 
 def _write_csv(path: Path, rows: Sequence[Record]) -> Path:

@@ -1,8 +1,9 @@
-"""Tables (tabulate) declared as columns, section headings, and percentiles.
+"""Tables (tabulate) declared as columns, Markdown sections, and percentiles.
 
 A ``Column`` pairs a header with how to read the cell from a record; every
-experiment's tables are lists of columns over its typed records. Percentiles
-are nearest-rank: tables show p50/p99/max, never a bare mean.
+experiment's tables are lists of columns over its typed records, rendered as
+Markdown pipe tables (readable on a terminal too). Percentiles are
+nearest-rank: tables show p50/p99/max, never a bare mean.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def table(
     records: Sequence[R],
     columns: Sequence[Column[R]],
     *,
-    tablefmt: str = "simple",
+    tablefmt: str = "github",
     floatfmt: str | Sequence[str] = ".2f",
     disable_numparse: bool = False,
 ) -> str:
@@ -47,9 +48,14 @@ def table(
     )
 
 
-def section(caption: str, body: str) -> str:
-    """A captioned table: ``## caption``, a blank line, the table."""
-    return f"## {caption}\n\n{body}"
+def section(title: str, body: str, note: str = "") -> str:
+    """A Markdown section: ``## title``, the ``note`` that explains it (if any), the body."""
+    return "\n\n".join(part for part in (f"## {title}", note, body) if part)
+
+
+def legend(intro: str, columns: Sequence[tuple[str, str]]) -> str:
+    """A legend in Markdown: a paragraph, then what each column means."""
+    return f"{intro}\n\n{tabulate(columns, ('column', 'meaning'), tablefmt='github')}"
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

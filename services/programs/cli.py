@@ -34,6 +34,7 @@ from transports.aio import workers
 from transports.aio.client import TRANSPORTS, default_settings
 from transports.aio.driver import ServerLimits
 from transports.call import RetrySettings
+from transports.docs import doc_path
 from transports.faults import FaultSpec, FaultSpecError
 from transports.retry import RetryPolicy
 from transports.semantics import Semantics
@@ -50,14 +51,26 @@ __all__ = [
     "UsageError",
     "build_parser",
     "client_config",
+    "client_main",
     "main",
     "serve",
+    "serve_main",
     "serve_workers",
     "server_config",
 ]
 
 SERVICES = ("text", "numbers", "bank")
 CLIENTS = ("text", "numbers", "atm")
+
+
+SERVE_HELP = "run a server until interrupted (Ctrl-C)"
+CLIENT_HELP = "interactive client (also reads piped input)"
+CLIENT_DESCRIPTION = (
+    "Talk to a service: one line of input per operation (typed or piped). "
+    "Each operation is reported as applied, not applied (a definite error), or of "
+    "unknown outcome (sent, no reply: it may or may not have been applied). "
+    "Ctrl-C quits at once, Ctrl-D ends the session."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,8 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
         "or talk to them with an interactive client.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,client}")
+    _add_serve_arguments(commands.add_parser("serve", help=SERVE_HELP, description=SERVE_HELP))
+    _add_client_arguments(
+        commands.add_parser(
+            "client",
+            help=CLIENT_HELP,
+            description=CLIENT_DESCRIPTION,
+            epilog=EXIT_STATUS_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    return parser
 
-    serve = commands.add_parser("serve", help="run a server until interrupted (Ctrl-C)")
+
+def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("service", choices=SERVICES)
     _add_endpoint_options(serve)
     serve.add_argument(
@@ -207,21 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--verbose", action="store_true", help="log rejected input")
 
-    client = commands.add_parser(
-        "client",
-        help="interactive client (also reads piped input)",
-        description="Talk to a service: one line of input per operation (typed or piped). "
-        "Each operation is reported as applied, not applied (a definite error), or of "
-        "unknown outcome (sent, no reply: it may or may not have been applied). "
-        "Ctrl-C quits at once, Ctrl-D ends the session.",
-        epilog=EXIT_STATUS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def _add_client_arguments(client: argparse.ArgumentParser) -> None:
     client.add_argument("service", choices=CLIENTS)
     _add_endpoint_options(client)
     client.add_argument("--timeout", type=float, help="seconds to wait for each reply")
     client.add_argument("--attempts", type=int, help="maximum attempts per operation")
-    return parser
 
 
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
@@ -232,14 +248,38 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
         "--faults",
         default="",
         metavar="SPEC",
-        help='fault injection, e.g. "loss=0.1,dup=0.02,delay=2ms,app_fail=0.1" '
-        "(see transports/FAULTS.md)",
+        help='fault injection, e.g. "loss=0.1,dup=0.02,delay=2ms,app_fail=0.1"; '
+        f"the faults: {doc_path('FAULTS.md')}",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for every fault decision")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``python -m services``: serve or client."""
+    return _run(build_parser().parse_args(argv))
+
+
+def serve_main(argv: Sequence[str] | None = None) -> int:
+    """The ``testbed-serve`` console script: ``python -m services serve``."""
+    parser = argparse.ArgumentParser(prog="testbed-serve", description=SERVE_HELP)
+    _add_serve_arguments(parser)
+    return _run(parser.parse_args(argv, argparse.Namespace(command="serve")))
+
+
+def client_main(argv: Sequence[str] | None = None) -> int:
+    """The ``testbed-client`` console script: ``python -m services client``."""
+    parser = argparse.ArgumentParser(
+        prog="testbed-client",
+        description=CLIENT_DESCRIPTION,
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_client_arguments(parser)
+    return _run(parser.parse_args(argv, argparse.Namespace(command="client")))
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Carry out the parsed command line; the exit status."""
     try:
         if args.command == "serve":
             config = server_config(args)

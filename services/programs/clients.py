@@ -12,6 +12,12 @@ and says honestly what became of each operation, from the ``Outcome`` of its cal
   internal error). It may or may not have been applied; the client says what the
   user can do next, and ends with ``EXIT_UNKNOWN``.
 
+A server that is not the one the client needs ends the session at once with
+``EXIT_WRONG_SERVER`` and a line saying what was found and what to do: one
+that hosts another service (it answers ``UNKNOWN_OPERATION``, e.g. the ATM at
+a text server), or one whose reply is not in the testbed protocol (e.g. a
+server started with ``--framing seed``, which says so in the lab's format).
+
 Input the services would refuse (too long, not UTF-8, out of range) gets a
 one-line error before anything is sent, and the session goes on. Ctrl-C at any
 point ends the session at once (``EXIT_INTERRUPTED``); Ctrl-D ends it as ``4``
@@ -34,6 +40,7 @@ from services.primes import MAX_DIGITS
 from services.programs.config import ClientConfig
 from services.text import MAX_TEXT_CHARS
 from transports.aio.client import RpcClient, open_channel
+from transports.aio.driver import WrongProtocol
 from transports.call import CallResult, Outcome, RetrySettings
 from transports.wire import WireError
 
@@ -41,10 +48,12 @@ DISCONNECT = "!DISCONNECT"
 MENU = "1. Check Balance\n2. Deposit\n3. Withdraw\n4. Exit"
 MAX_LOGIN_TRIES = 5
 MAX_ACCOUNT_DIGITS = 18  # account numbers fit a signed 64-bit integer
+UNKNOWN_OPERATION = "UNKNOWN_OPERATION"  # the error code of a server hosting another service
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 3
 EXIT_UNKNOWN = 4
+EXIT_WRONG_SERVER = 5
 EXIT_INTERRUPTED = 130
 
 EXIT_STATUS_HELP = """\
@@ -57,6 +66,8 @@ exit status:
   4    outcome unknown: a request was sent and no reply came (or the server
        reported an internal error), so it may or may not have been applied;
        check the balance before repeating a deposit or withdrawal
+  5    wrong server: it hosts another service (UNKNOWN_OPERATION), or does
+       not answer in the testbed protocol (e.g. started with --framing seed)
   130  interrupted (Ctrl-C)
 """
 
@@ -81,6 +92,12 @@ class OutcomeUnknown(SessionEnded):
     """A request was sent and no reply came: it may or may not have been applied."""
 
     status = EXIT_UNKNOWN
+
+
+class WrongServer(SessionEnded):
+    """The server hosts another service or speaks another protocol: retrying cannot help."""
+
+    status = EXIT_WRONG_SERVER
 
 
 class Interrupted(Exception):
@@ -176,23 +193,52 @@ class Session:
             result = await self.client.call(op, args)
         except WireError as err:
             raise NotSent(_wire_reason(err)) from None
+        except WrongProtocol as err:
+            raise WrongServer(
+                f"wrong server: {err}. A server started with --framing seed speaks the lab's "
+                "protocol: use the lab's client for it, or start it without --framing seed"
+            ) from None
         except asyncio.CancelledError:
             # asyncio.run cancels the session when Ctrl-C lands between awaits.
             print(f"\nNo reply yet. {advice}", file=sys.stderr)
             raise
         if result.reply is not None:
+            if result.error_code == UNKNOWN_OPERATION:
+                service = op.split(".")[0]
+                raise WrongServer(
+                    f"wrong server: it does not offer {op} ({_describe_failure(result)}); "
+                    f"it hosts another service. Connect to a {service} server (--port, "
+                    f"--transport), or start one: serve {service}"
+                )
             if result.outcome is Outcome.UNKNOWN:
                 self.unknown = True
             return result
         cause = f": {self.client.last_error}" if self.client.last_error else ""
         if result.outcome is Outcome.FAILED:  # no attempt ever left: nothing applied
             raise ServerUnreachable(
-                f"server unreachable, nothing was sent ({result.attempts} attempt(s){cause})"
+                f"server unreachable, nothing was sent ({result.attempts} attempt(s){cause}). "
+                "Is a server running on this port? One started with --transport udp needs "
+                "--transport udp here too"
             )
         print(
             f"No reply after {result.attempts} attempt(s) (request {result.request.id}). {advice}"
         )
-        raise OutcomeUnknown(f"outcome unknown: no reply after {result.attempts} attempt(s){cause}")
+        raise OutcomeUnknown(
+            f"outcome unknown: no reply after {result.attempts} attempt(s){cause}"
+            + _refused_hint(self.client)
+        )
+
+
+def _refused_hint(client: RpcClient) -> str:
+    """What datagrams refused by the server's port suggest (UDP), or nothing."""
+    refused = getattr(client.channel, "socket_errors", 0)  # UdpChannel: ICMP errors
+    if not refused:
+        return ""
+    return (
+        f"; the port refused {refused} datagram(s) (ICMP port unreachable), so no UDP "
+        "server was listening when they arrived. Is the server running? One started "
+        "without --transport udp speaks TCP: use --transport tcp"
+    )
 
 
 def _wire_reason(err: WireError) -> str:

@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -241,5 +242,16 @@ def test_crashes_experiment_sim_and_real(tmp_path: Path) -> None:
     assert rows[3]["duplicated"] == "0" and rows[3]["integrity"] == "ok"
     assert rows[0]["integrity"] == ""  # sim rows have no real-server columns
     markdown = (tmp_path / "crashes.md").read_text()
-    assert "udp: real server process" in markdown
+    assert "## udp: real server processes" in markdown and "## How to read the tables" in markdown
     assert "exactly-once duplicated: 0" in markdown
+
+
+def test_free_port_is_below_the_ephemeral_range_and_free_for_tcp_and_udp() -> None:
+    # A restarted server's port must not be one a client's own socket can be given.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    port = free_port()
+    assert 20000 <= port < low
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", port))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", port))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from services.numbers import NumbersService
 from services.text import MAX_TEXT_CHARS, TextService
 from tests.integration.servers import running
 from transports.aio.driver import STREAM_READ_SIZE
@@ -67,16 +68,16 @@ def _exchange(sock: socket.socket, burst: bytes, count: int) -> list[bytes]:
 
 def test_a_maximal_datagram_is_answered_and_one_byte_more_is_refused() -> None:
     def request_of_size(size: int, request_id: str) -> bytes:
-        # The text service reads only "text"; "pad" fills the datagram.
-        args = {"text": "hello", "pad": ""}
-        base = len(encode_request(Request(request_id, "text.convert", args)))
-        args["pad"] = "x" * (size - base)
-        data = encode_request(Request(request_id, "text.convert", args))
+        # Leading zeros fill the datagram: they do not count against the
+        # numbers service's 400 digits (services take no extra argument keys).
+        base = len(encode_request(Request(request_id, "numbers.check", {"n": "12321"})))
+        args = {"n": "0" * (size - base) + "12321"}
+        data = encode_request(Request(request_id, "numbers.check", args))
         assert len(data) == size
         return data
 
     async def scenario() -> tuple[bytes, int]:
-        async with running("udp", TextService()) as server:
+        async with running("udp", NumbersService()) as server:
             loop = asyncio.get_running_loop()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.connect((HOST, server.port))
@@ -90,5 +91,6 @@ def test_a_maximal_datagram_is_answered_and_one_byte_more_is_refused() -> None:
 
     reply, oversize = asyncio.run(scenario())
     decoded = decode_reply(reply)
-    assert (decoded.id, decoded.result) == ("ok", {"lower": "hello", "upper": "HELLO"})
+    expected = {"n": "12321", "prime": False, "palindrome": True, "digits": 5}
+    assert (decoded.id, decoded.result) == ("ok", expected)
     assert oversize == 1

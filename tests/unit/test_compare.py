@@ -46,9 +46,10 @@ def test_compare_matches_on_transport_semantics_loss_timeout() -> None:
     b = [cell("udp", "maybe", 0.1, ok=81), cell("tcp", "maybe", 0.1, ok=99), cell("tcp", "x", 0)]
     b.append(cell("udp", "maybe", 0.2, timeout=1.0))  # another timeout: no match
     rows, only_a, only_b = compare(a, b, ["ok"])
+    # tcp: 9 of 100 is within 4 standard errors (real sockets vary); udp: 19 is not.
     assert rows == [
-        ["tcp", "maybe", 0.1, "50ms", "90 -> 99 (+9)"],
-        ["udp", "maybe", 0.1, "50ms", "100 -> 81 (-19)"],
+        ["tcp", "maybe", 0.1, "50ms", "90 -> 99 (+9)", "within noise"],
+        ["udp", "maybe", 0.1, "50ms", "100 -> 81 (-19)", "differs"],
     ]
     assert only_a == [("udp", "maybe", 0.2, 0.05)]
     assert only_b == [("tcp", "x", 0.0, 0.05), ("udp", "maybe", 0.2, 1.0)]
@@ -105,3 +106,58 @@ def test_main_rejects_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "expected a JSON object with a 'cells' list" in capsys.readouterr().err
     assert main([str(good), str(tmp_path / "missing.json")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_a_run_folder_is_compared_with_the_reference_file_by_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, reference = tmp_path / "runs" / "2026-12-01T18-00-00Z", tmp_path / "results"
+    run.mkdir(parents=True)
+    reference.mkdir()
+    sim = [cell("sim-udp", "at-least-once", 0.3, duplicated=65)]
+    write(reference / "retries.json", sim, "python -m experiments.retries")
+    write(run / "retries.json", sim, "python -m experiments.retries")
+    (run / "notes.json").write_text("{}")  # no cells: not a result file to compare
+    assert main([str(run), str(reference)]) == 0
+    out = capsys.readouterr().out
+    assert "run = " in out and "reference = " in out
+    assert out.rstrip().endswith(
+        "VERDICT: MATCHES: 1 of 1 cells the same, 0 within run-to-run noise"
+    )
+    # A deterministic (sim) cell that moves by one count is a change, not noise.
+    write(run / "retries.json", [cell("sim-udp", "at-least-once", 0.3, duplicated=66)], "x")
+    assert main([str(run), str(reference)]) == 0
+    out = capsys.readouterr().out
+    assert "65 -> 66 (+1)" not in out  # duplicated is shown A -> B: run first
+    assert "66 -> 65 (-1)" in out and "differs" in out
+    assert "VERDICT: DIFFERS: 1 of 1 cells differ beyond run-to-run noise" in out
+
+
+def test_without_arguments_the_newest_run_is_compared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 2
+    assert "no run in results/runs/ yet" in capsys.readouterr().err
+    for stamp, ok in (("2026-12-01T09-00-00Z", 50), ("2026-12-01T10-00-00Z", 98)):
+        folder = tmp_path / "results" / "runs" / stamp
+        folder.mkdir(parents=True)
+        write(folder / "retries.json", [cell("udp", "maybe", 0.1, ok=ok)], "x")
+    write(tmp_path / "results" / "retries.json", [cell("udp", "maybe", 0.1, ok=100)], "x")
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "2026-12-01T10-00-00Z" in out and "98 -> 100 (+2)" in out
+    assert "within noise" in out and "VERDICT: MATCHES: 0 of 1 cells the same, 1 within" in out
+
+
+def test_runs_with_different_settings_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for path, ops in ((a, 40), (b, 200)):
+        document = {"parameters": {"ops": ops, "out": str(path)}, "environment": {}, "cells": []}
+        path.write_text(json.dumps(document))
+    assert main([str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "setting differs: ops = 40 (A) vs 200 (B)" in out and "out =" not in out
+    assert "VERDICT: nothing to compare" in out and "the settings differ" in out

@@ -17,10 +17,11 @@ from transports.framing import (
     FramingError,
     LengthPrefixDecoder,
     SeedDecoder,
+    WrongFraming,
     frame,
     seed_frame,
 )
-from transports.wire import MAX_MESSAGE_SIZE
+from transports.wire import MAX_MESSAGE_SIZE, Request, encode_request
 
 Decoder = LengthPrefixDecoder | SeedDecoder
 
@@ -298,3 +299,36 @@ def test_seed_partial_body_waits() -> None:
     decoder.feed(b"o")
     assert decoder.next_message() == "hello"
     assert decoder.buffered == 0
+
+
+# -- the other framing: a client of one protocol at a server of the other --------
+
+
+def test_a_testbed_frame_in_a_seed_stream_is_named() -> None:
+    request = frame(encode_request(Request("r-1", "text.convert", {"text": "hi"}, 1)))
+    with pytest.raises(WrongFraming) as raised:
+        SeedDecoder().feed(request)
+    assert raised.value.found == "length"
+
+
+@pytest.mark.parametrize("text", ["", "hello", "x" * 4096, "!DISCONNECT"])
+def test_a_seed_message_in_a_length_prefixed_stream_is_named(text: str) -> None:
+    with pytest.raises(WrongFraming) as raised:
+        LengthPrefixDecoder().feed(seed_frame(text)[:4])  # the first 4 bytes decide
+    assert raised.value.found == "seed"
+
+
+@pytest.mark.parametrize(
+    ("decoder", "stream"),
+    [
+        (SeedDecoder, b"\x00\x00\x00\x10XX" + b" " * 58),  # a length, then no magic
+        (SeedDecoder, b"\x00\x00\xff\xffRT" + b" " * 58),  # magic, length over the limit
+        (SeedDecoder, b"x" * SEED_HEADER),
+        (LengthPrefixDecoder, b" 12 "),  # a seed header starts with its digits
+        (LengthPrefixDecoder, b"\xff\xff\xff\xff"),
+    ],
+)
+def test_other_garbage_is_a_plain_framing_error(decoder: type[Decoder], stream: bytes) -> None:
+    with pytest.raises(FramingError) as raised:
+        decoder().feed(stream)
+    assert not isinstance(raised.value, WrongFraming)

@@ -157,14 +157,21 @@ def test_a_simulator_run_writes_tables_side_by_side_and_the_reading(tmp_path: Pa
     assert retries.main([*argv, "--out", str(tmp_path), "--no-progress"]) == 0
     text = (tmp_path / "retries.md").read_text()
     for heading in (
-        "## sim-tcp, timeout 50 ms:",
-        "## sim-tcp, timeout 1 s:",
-        "## sim-udp, timeout 1 s:",
+        "## sim-tcp, timeout 50 ms\n",
+        "## sim-tcp, timeout 1 s\n",
+        "## sim-udp, timeout 1 s\n",
         "## sim-tcp vs sim-udp, timeout 50 ms",
         "## sim-tcp vs sim-udp, timeout 1 s",
-        "## Reading (from this run's numbers)",
+        "## Deposits and withdrawals, timeout 50 ms",
+        "## What this run shows",
+        "## How to read the tables",
     ):
         assert heading in text
+    # Real Markdown: pipe tables, no fenced terminal output; the reading comes first.
+    assert "```" not in text and "| semantics " in text
+    assert text.index("## What this run shows") < text.index("## sim-tcp, timeout 50 ms")
+    # The header says what a cell is: 100 operations in total, 10 from each client.
+    assert "100 operations per cell" in text and "10 from each of 10 concurrent clients" in text
     assert "predicted by the TCP model" in text and "predicted by the analytic model" in text
     cells = json.loads((tmp_path / "retries.json").read_text())["cells"]
     assert {(c["transport"], c["timeout"]) for c in cells} == {
@@ -178,8 +185,8 @@ def test_a_simulator_run_writes_tables_side_by_side_and_the_reading(tmp_path: Pa
         if c["semantics"] == "at-least-once"
     }
     tcp, udp = alo[("sim-tcp", 0.05, 0.3)], alo[("sim-udp", 0.05, 0.3)]
-    line = text.split("## Reading")[1].splitlines()[2]
-    assert line.startswith("At a 50 ms timeout and loss 0.3, at-least-once over sim-tcp")
+    line = text.split("## What this run shows")[1].splitlines()[2]
+    assert line.startswith("- At a 50 ms timeout and loss 0.3, at-least-once over sim-tcp")
     assert f"sim-tcp duplicated {tcp['duplicated']} (of 100; sim-udp {udp['duplicated']})" in line
 
 

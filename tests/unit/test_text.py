@@ -90,8 +90,10 @@ def test_lone_surrogate_rejected() -> None:
         convert({"text": "ab\ud800cd"})
 
 
-def test_extra_arguments_are_ignored() -> None:
-    assert convert({"text": "Hi", "extra": 1}) == {"lower": "hi", "upper": "HI"}
+def test_extra_arguments_are_refused() -> None:
+    # PROTOCOL.md section 7: a misspelt or unsupported argument is not silently ignored.
+    with pytest.raises(InvalidArgument, match=r"unexpected argument\(s\): extra"):
+        convert({"text": "Hi", "extra": 1})
 
 
 @pytest.mark.parametrize("op", ["text.upper", "convert", "numbers.check", "", "TEXT.CONVERT"])

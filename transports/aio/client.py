@@ -14,7 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from transports.aio.driver import ClientChannel, ConnectionLost, NotSent, ServerContext
+from transports.aio.driver import (
+    ClientChannel,
+    ConnectionLost,
+    NotSent,
+    ServerContext,
+    WrongProtocol,
+)
 from transports.aio.tcp import SeedHandler, TcpChannel, start_tcp_server
 from transports.aio.udp import UdpChannel, start_udp_server
 from transports.call import Call, CallResult, RetrySettings
@@ -57,7 +63,10 @@ def default_settings(transport: str) -> RetrySettings:
 
 
 class RpcClient:
-    """Sequential client: each ``call`` is one logical operation, retried per settings."""
+    """Sequential client: each ``call`` is one logical operation, retried per settings.
+
+    ``call`` raises ``WrongProtocol`` when the server answers in another protocol.
+    """
 
     def __init__(
         self,
@@ -93,6 +102,8 @@ class RpcClient:
         while (deadline := call.next_timer()) is not None:
             try:
                 message = await self.channel.receive(deadline - loop.time())
+            except WrongProtocol:
+                raise  # the server speaks another protocol: retrying cannot help
             except ConnectionLost as err:
                 self.last_error = str(err)
                 call.on_connection_lost(loop.time())

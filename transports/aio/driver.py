@@ -29,6 +29,25 @@ class NotSent(ConnectionLost):
     """No connection could be opened: the message provably never left."""
 
 
+class WrongProtocol(ConnectionLost):
+    """The peer's first bytes are not this protocol: it speaks something else.
+
+    Retrying cannot help, so ``RpcClient.call`` raises it instead of retrying;
+    ``received`` is the start of what the peer sent, for the message.
+    """
+
+    def __init__(self, received: bytes) -> None:
+        self.received = received
+        super().__init__(f"the reply is not in the testbed protocol: it began {shown(received)}")
+
+
+def shown(data: bytes, limit: int = 60) -> str:
+    """A short printable rendering of a peer's bytes, for one line of a message."""
+    text = data[:limit].decode("utf-8", "replace")
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return repr(text + ("..." if len(data) > limit else ""))
+
+
 class ClientChannel(Protocol):
     """A client's path to one server: sends messages, receives replies."""
 
@@ -61,8 +80,9 @@ class Inbox:
         self._items.append(item)
         self._wake()
 
-    def put_lost(self) -> None:
-        self._items.append(_LOST)
+    def put_lost(self, error: ConnectionLost | None = None) -> None:
+        """The stream broke; ``get`` raises ``error`` (default: a plain ConnectionLost)."""
+        self._items.append(_LOST if error is None else error)
         self._wake()
 
     def clear(self) -> None:
@@ -83,6 +103,8 @@ class Inbox:
         item = self._items.popleft()
         if item is _LOST:
             raise ConnectionLost("connection lost")
+        if isinstance(item, ConnectionLost):
+            raise item
         assert isinstance(item, bytes)
         return item
 

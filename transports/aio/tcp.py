@@ -29,6 +29,7 @@ from transports.aio.driver import (
     Inbox,
     NotSent,
     ServerContext,
+    WrongProtocol,
     limit_read_size,
     through_link,
     until_delivered,
@@ -37,12 +38,25 @@ from transports.framing import (
     FramingError,
     LengthPrefixDecoder,
     SeedDecoder,
+    WrongFraming,
     frame,
 )
 from transports.links import Links
 
 #: Seed protocol handler: request text -> (reply text, close the connection?).
 SeedHandler = Callable[[str], tuple[str, bool]]
+
+#: What a server writes before closing to a client whose stream is in the
+#: other framing, keyed by that framing: plain text the client shows (the
+#: lab's client prints whatever it receives; ours quotes a reply that is not
+#: a frame). PROTOCOL.md section 8.
+WRONG_FRAMING_HINTS = {
+    "length": "[Error] this server speaks the lab's seed protocol (started with "
+    "--framing seed), not the testbed protocol: use the lab's client, or start the "
+    "server without --framing seed",
+    "seed": "[Error] this server speaks the testbed protocol (length-prefixed frames), "
+    "not the lab's: start it with --framing seed for the lab's client",
+}
 
 
 class _ServerConnection(asyncio.Protocol):
@@ -229,6 +243,12 @@ class _ServerConnection(asyncio.Protocol):
     def _framing_error(self, err: FramingError) -> None:
         self.ctx.endpoint.count("rejected_framing")
         self.ctx.log_bad_input(f"closing connection: {err}")
+        if isinstance(err, WrongFraming) and self.transport is not None:
+            # A client of the other protocol: say so, then close gracefully (an
+            # abort could discard the line before the client reads it).
+            self.transport.write(WRONG_FRAMING_HINTS[err.found].encode("utf-8"))
+            self.transport.close()
+            return
         self._reset()
 
     def _reset(self) -> None:
@@ -285,6 +305,7 @@ class _ClientConnection(asyncio.Protocol):
         self.channel = channel
         self.decoder = LengthPrefixDecoder()
         self.transport: asyncio.Transport | None = None
+        self.replied = False  # a valid frame arrived: the peer speaks our framing
         #: Frames written before the modelled handshake completes, in order.
         self.unsent: list[bytes] | None = None
 
@@ -296,9 +317,12 @@ class _ClientConnection(asyncio.Protocol):
         try:
             self.decoder.feed(data)
             while (message := self.decoder.next_message()) is not None:
+                self.replied = True
                 through_link(self.channel.links.reply, message, self._deliver, self.lose)
         except FramingError:
-            self.lose()
+            # The first bytes of a connection not in our framing: the peer
+            # speaks another protocol. Later: a broken stream, as any loss.
+            self.lose(None if self.replied else WrongProtocol(data))
 
     def _deliver(self, message: bytes) -> None:
         # A reply the fault link held back dies with an abandoned connection.
@@ -327,11 +351,11 @@ class _ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lose()
 
-    def lose(self) -> None:
-        """The connection broke: tell the reader once, if still current."""
+    def lose(self, error: ConnectionLost | None = None) -> None:
+        """The connection broke (``error``: how): tell the reader once, if still current."""
         if self.channel.connection is self:
             self.channel.connection = None
-            self.channel.inbox.put_lost()
+            self.channel.inbox.put_lost(error)
         if self.transport is not None:
             self.transport.abort()
 

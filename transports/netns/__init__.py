@@ -50,6 +50,7 @@ from transports.netns.inside import inside
 from transports.netns.pair import PREFIX, NetnsPair, Side, cleanup_stale
 from transports.netns.probe import KernelSupport, probe, support
 from transports.netns.rules import SCALE, TABLE, KernelRules, default_loss_tool, netem_args
+from transports.progname import invoked_as
 
 __all__ = [
     "PREFIX",
@@ -99,7 +100,7 @@ def hold(spec: FaultSpec, rate: str | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m transports.netns {probe,cleanup,up}``."""
     parser = argparse.ArgumentParser(
-        prog="python -m transports.netns",
+        prog=invoked_as("transports.netns"),
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

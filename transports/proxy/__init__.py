@@ -35,7 +35,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from transports.docs import doc_path
 from transports.faults import FaultSpec, FaultSpecError
+from transports.progname import invoked_as
 
 # The pieces live in sibling modules; the names below stay importable from here.
 from transports.proxy.config import REPLY, REQUEST, ProxyConfig, describe, parse_address
@@ -48,16 +50,18 @@ __all__ = ["FaultProxy", "ProxyConfig", "ProxyStats", "main", "parse_address"]
 # fmt: off
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m transports.proxy",
+        prog=invoked_as("transports.proxy"),
         description="Seeded fault proxy between an unmodified client and server "
-        "(see docs/FAULT_PROXY.md). Prints a counter summary on SIGINT/SIGTERM.",
+        "(guide: docs/FAULT_PROXY.md in the source repository). Prints a counter summary "
+        "on SIGINT/SIGTERM.",
     )
     p.add_argument("--transport", choices=("tcp", "udp"), required=True)
     p.add_argument("--listen", type=parse_address, required=True, metavar="HOST:PORT",
                    help="where clients connect (port 0: a free port, printed on start)")
     p.add_argument("--upstream", type=parse_address, required=True, metavar="HOST:PORT")
     p.add_argument("--faults", default="", metavar="SPEC",
-                   help="fault spec as in transports/FAULTS.md, e.g. loss=0.1,dup=0.05,delay=5ms")
+                   help="fault spec, e.g. loss=0.1,dup=0.05,delay=5ms; the faults: "
+                   f"{doc_path('FAULTS.md')}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stall", type=float, default=0.0, metavar="P",
                    help="TCP: probability per message that its direction stalls first")
@@ -77,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(config: ProxyConfig) -> str:
     """Run until SIGINT/SIGTERM; return the counter summary."""
+    # The handlers go in before [PROXY LISTENING] is printed, so that a
+    # supervisor (or a user) signalling as soon as it reads that line stops the
+    # proxy cleanly instead of interrupting asyncio.run with a traceback.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     proxy = FaultProxy(config)
     await proxy.start()
     host = config.listen[0]
@@ -84,10 +95,6 @@ async def run(config: ProxyConfig) -> str:
     print(f"[PROXY LISTENING] {describe(bound)}", flush=True)
     if host not in ("127.0.0.1", "::1", "localhost"):
         print(f"warning: listening on {host}, reachable beyond this machine", file=sys.stderr)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await proxy.close()
     return proxy.stats.summary(bound)
