@@ -163,46 +163,24 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         "is applied, after it committed but before the reply leaves, or either (50/50)",
     )
     serve.add_argument("--max-connections", type=int, default=ServerLimits.max_connections)
-    serve.add_argument(
-        "--max-connections-per-source",
-        type=int,
-        default=ServerLimits.max_connections_per_source,
-        metavar="N",
-        help="TCP: connections from one host at once; further ones are closed at once "
-        f"(default {ServerLimits.max_connections_per_source})",
-    )
-    serve.add_argument(
-        "--login-threads",
-        type=int,
-        default=2,
-        metavar="N",
-        help="threads for logins (scrypt), apart from --threads, so a login flood cannot "
-        "hold up other operations (default 2)",
-    )
-    serve.add_argument(
-        "--login-queue",
-        type=int,
-        default=AdmissionLimits.max_outstanding,
-        metavar="N",
-        help="logins running or waiting at once; beyond, a login is refused at once with "
-        f"BUSY (default {AdmissionLimits.max_outstanding})",
-    )
-    serve.add_argument(
-        "--login-rate",
-        type=float,
-        default=AdmissionLimits.source_rate,
-        metavar="R",
-        help="logins per second from one host, bursts of 2R "
-        f"(default {AdmissionLimits.source_rate:g})",
-    )
-    serve.add_argument(
-        "--login-rate-total",
-        type=float,
-        default=AdmissionLimits.total_rate,
-        metavar="R",
-        help="logins per second per server process, bursts of 2R "
-        f"(default {AdmissionLimits.total_rate:g})",
-    )
+    # Per-source connections and the login admission (docs/SECURITY.md, "Limits").
+    admission = AdmissionLimits
+    for flag, kind, default, metavar, text in (
+        ("--max-connections-per-source", int, ServerLimits.max_connections_per_source, "N",
+         "TCP: connections from one host at once; further ones are closed at once"),
+        ("--login-threads", int, 2, "N",
+         "threads for logins (scrypt), apart from --threads, so a login flood cannot hold up "
+         "other operations"),
+        ("--login-queue", int, admission.max_outstanding, "N",
+         "logins running or waiting at once; beyond, a login is refused at once with BUSY"),
+        ("--login-rate", float, admission.source_rate, "R",
+         "logins per second from one host, bursts of 2R"),
+        ("--login-rate-total", float, admission.total_rate, "R",
+         "logins per second per server process, bursts of 2R"),
+    ):  # fmt: skip
+        serve.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=f"{text} (default {default:g})"
+        )
     serve.add_argument(
         "--frame-timeout",
         type=float,
