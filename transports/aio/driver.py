@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from transports.admission import Peer
+from transports.aio.slots import ConnectionSlots
 from transports.endpoint import ServerEndpoint
 from transports.faults import FaultLink, LinkFaults
 from transports.links import Links
@@ -248,8 +249,10 @@ class ServerContext:
         self.faults = faults
         self.seed = seed
         self._on_bad_input = on_bad_input
-        self.connections: set[object] = set()
-        self._per_source: dict[str, int] = {}
+        limits = self.limits
+        self.slots = ConnectionSlots(
+            limits.max_connections, limits.max_connections_per_source, endpoint.count
+        )
         self._peers = 0
         self.in_flight = 0
         self.peak_in_flight = 0  # highest in_flight seen: tests check the caps hold
@@ -260,43 +263,18 @@ class ServerContext:
     def overloaded(self) -> bool:
         return self.in_flight >= self.limits.max_in_flight
 
+    @property
+    def connections(self) -> set[object]:
+        """The TCP connections holding a slot (``slots``)."""
+        return self.slots.connections
+
     def admit(self, connection: object, host: str, reap: Callable[[], int] | None = None) -> bool:
-        """Count a new connection from ``host``, or refuse it (over a limit).
-
-        ``reap``, called once before a refusal, uncounts the connections whose
-        peer has already closed (their end-of-file is merely unread yet): a
-        closed connection must not hold a slot until the event loop gets round
-        to reading it.
-        """
-        refusal = self._over_limit(host)
-        if refusal is not None and reap is not None and reap():
-            refusal = self._over_limit(host)
-        if refusal is not None:
-            self.endpoint.count(refusal)
-            return False
-        self.connections.add(connection)
-        self._per_source[host] = self._per_source.get(host, 0) + 1
-        self.endpoint.count("connections")
-        return True
-
-    def _over_limit(self, host: str) -> str | None:
-        """The counter of the limit a new connection from ``host`` would exceed, if any."""
-        limits = self.limits
-        if len(self.connections) >= limits.max_connections:
-            return "refused_connections"
-        if self._per_source.get(host, 0) >= limits.max_connections_per_source:
-            return "refused_connections_per_source"
-        return None
+        """Count a new TCP connection from ``host``, or refuse it (see ``ConnectionSlots``)."""
+        return self.slots.admit(connection, host, reap)
 
     def release(self, connection: object, host: str) -> None:
         """Uncount ``connection`` (closed, or its peer has); idempotent."""
-        if connection in self.connections:
-            self.connections.discard(connection)
-            left = self._per_source[host] - 1
-            if left:
-                self._per_source[host] = left
-            else:
-                del self._per_source[host]
+        self.slots.release(connection, host)
         self._parked.pop(connection, None)
 
     def park(self, connection: object, resume: Callable[[], None]) -> None:

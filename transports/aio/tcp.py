@@ -18,7 +18,6 @@ replies unread (pause_writing).
 from __future__ import annotations
 
 import asyncio
-import select
 from collections.abc import Callable
 from typing import cast
 
@@ -34,6 +33,7 @@ from transports.aio.driver import (
     through_link,
     until_delivered,
 )
+from transports.aio.slots import closed_peers
 from transports.framing import (
     FramingError,
     LengthPrefixDecoder,
@@ -110,29 +110,23 @@ class _ServerConnection(asyncio.Protocol):
             self._timer = None
 
     def _reap_closed(self) -> int:
-        """Uncount the connections whose peer has closed (see ``ServerContext.admit``).
+        """Release the connections whose peer has closed (see ``transports.aio.slots``).
 
-        One poll(2) for POLLRDHUP over the counted connections that are being
-        read: the loop reads their end-of-file within an iteration or two and
-        closes them, so their slots are free now. A paused connection is not
-        reaped (its end-of-file may stay unread).
+        Only those being read: the loop reads their end-of-file within an
+        iteration or two and closes them. A paused one might keep it unread.
         """
-        poller = select.poll()
-        by_fd: dict[int, _ServerConnection] = {}
-        for connection in self.ctx.connections:
-            if not isinstance(connection, _ServerConnection) or connection._reading_paused:
-                continue
-            sock = connection.transport.get_extra_info("socket") if connection.transport else None
-            if sock is not None and sock.fileno() >= 0:
-                by_fd[sock.fileno()] = connection
-                poller.register(sock.fileno(), select.POLLRDHUP)
-        reaped = 0
-        for fd, _ in poller.poll(0):  # RDHUP, HUP or ERR: the peer is gone
-            connection = by_fd[fd]
-            self.ctx.release(connection, connection.host)
-            self.ctx.endpoint.count("reaped_closed_connections")
-            reaped += 1
-        return reaped
+        ctx = self.ctx
+        candidates = [
+            (_fileno(c), c)
+            for c in ctx.connections
+            if isinstance(c, _ServerConnection) and not c._reading_paused
+        ]
+        reaped = closed_peers(candidates)
+        for connection in reaped:
+            ctx.release(connection, connection.host)
+        if reaped:
+            ctx.endpoint.count("reaped_closed_connections", len(reaped))
+        return len(reaped)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -280,6 +274,12 @@ class _ServerConnection(asyncio.Protocol):
         self.ctx.endpoint.count("closed_stalled_frame" if stalled else "closed_idle")
         self.ctx.log_bad_input("closing a stalled frame" if stalled else "closing idle")
         self._reset()
+
+
+def _fileno(connection: _ServerConnection) -> int:
+    transport = connection.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return sock.fileno() if sock is not None else -1
 
 
 async def start_tcp_server(
