@@ -183,6 +183,11 @@ async def run_client(
         rng=random.Random(f"{cell.seed}/{name}"),
         client_id=f"c{index}",
     )
+    return await perform(client, plan, token)
+
+
+async def perform(client: RpcClient, plan: list[Operation], token: str) -> list[CallResult]:
+    """``plan``'s operations one at a time, then close (after the links deliver what they hold)."""
     results = []
     try:
         for op in plan:

@@ -1,6 +1,8 @@
 """Explicit fault schedules: what happens to message #k, decided by a list, not a coin.
 
-Role: the search space for property-based tests. ``FaultLink`` draws every
+Role: the search space for property-based tests and ``python -m
+experiments.search``, and what its replays put in the real drivers' client
+channels (one ``Links`` per client, as any fault link). ``FaultLink`` draws every
 decision from a seeded RNG, so Hypothesis could only search seeds and
 probabilities, which shrink to nothing a person can read. Here each link is
 told, per message index, to deliver, drop, duplicate or delay that message
@@ -216,15 +218,18 @@ class FaultSchedule:
     def client(self, index: int) -> ClientSchedule:
         return self.clients[index] if index < len(self.clients) else ClientSchedule()
 
-    def links(self, clients: int, *, stream: bool = False) -> list[Links]:
-        """Fresh links for ``clients`` clients (pass to ``simulate(links=...)``)."""
+    def links(
+        self, clients: int, *, stream: bool = False, tcp: TcpRecovery = TcpRecovery.RETRANSMIT
+    ) -> list[Links]:
+        """Fresh links for ``clients`` clients: ``simulate(links=...)``, or one
+        ``Links`` per client channel of a real driver (``TcpChannel``, ``UdpChannel``)."""
         out = []
         for i in range(clients):
             plan = self.client(i)
             out.append(
                 Links(
-                    ScheduledLink(plan.request, f"client{i}/request", stream=stream),
-                    ScheduledLink(plan.reply, f"client{i}/reply", stream=stream),
+                    ScheduledLink(plan.request, f"client{i}/request", stream=stream, tcp=tcp),
+                    ScheduledLink(plan.reply, f"client{i}/reply", stream=stream, tcp=tcp),
                 )
             )
         return out
@@ -281,12 +286,12 @@ class FaultSchedule:
             if match is None:
                 raise ValueError(f"cannot parse schedule item {item!r}")
             table = requests if match[2] == "request" else replies
-            actions = table.setdefault(int(match[1]), {})
+            actions = table.setdefault(_bounded(int(match[1]), "client"), {})
             for entry in match[3].split(","):
                 at = _AT.fullmatch(entry.strip())
                 if at is None:
                     raise ValueError(f"expected '#k action', got {entry.strip()!r}")
-                actions[int(at[1])] = Action.parse(at[2])
+                actions[_bounded(int(at[1]), "message index")] = Action.parse(at[2])
         n = max([*requests, *replies], default=-1) + 1
         return cls(
             tuple(
@@ -296,6 +301,17 @@ class FaultSchedule:
             frozenset(before),
             frozenset(after),
         )
+
+
+#: Largest client number and message index ``parse`` accepts: a schedule is
+#: stored densely, so ``#99999999999`` would otherwise take all the memory.
+MAX_PARSED_INDEX = 9999
+
+
+def _bounded(value: int, what: str) -> int:
+    if value > MAX_PARSED_INDEX:
+        raise ValueError(f"{what} {value} is too large (at most {MAX_PARSED_INDEX})")
+    return value
 
 
 def _dense(actions: dict[int, Action]) -> tuple[Action, ...]:

@@ -420,6 +420,14 @@ class Ledger:
         rows = self._all("SELECT request_id, COUNT(*) FROM ledger GROUP BY request_id")
         return {str(rid): int(count) for rid, count in rows}
 
+    def rows(self) -> list[tuple[int, str, int, str, int, int]]:
+        """Every ledger row, oldest first: seq, request id, account, kind, amount, balance after."""
+        rows = self._all(
+            "SELECT seq, request_id, account_id, kind, amount, balance_after"
+            " FROM ledger ORDER BY seq"
+        )
+        return [(int(s), str(r), int(a), str(k), int(m), int(b)) for s, r, a, k, m, b in rows]
+
     def total_balance(self) -> int:
         """Sum of all balances."""
         (total,) = self._one("SELECT COALESCE(SUM(balance), 0) FROM accounts")

@@ -96,6 +96,10 @@ COMMANDS: dict[str, Kind] = {
         LONG, "lint and type check of the whole tree (~30 s), CI's own step"
     ),
     '.venv/bin/python -m pytest -m "not slow"': Kind(LONG, "the fast test selection (~1 min)"),
+    "python -m pytest tests/property": Kind(LONG, "the property tests, part of the suite (~20 s)"),
+    "HYPOTHESIS_PROFILE=long python -m pytest tests/property": Kind(
+        LONG, "the property tests with ten times the examples (~4 min)"
+    ),
     # docs/CRASHES.md
     "python -m experiments.crashes": Kind(LONG, "the crash experiment (~1 min)"),
     "python -m experiments.crashes --quick": Kind(LONG, "a smoke run of ~20 s"),

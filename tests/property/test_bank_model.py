@@ -44,6 +44,7 @@ from hypothesis.stateful import (
 from services.bank import BankService
 from services.errors import InsufficientFunds
 from services.ledger import Ledger
+from tests.property.budget import examples
 from transports.endpoint import ServerEndpoint
 from transports.semantics import ReplyCache, Semantics
 from transports.wire import Reply, Request, Status, decode_reply, encode_request
@@ -254,7 +255,7 @@ class BankMachine(RuleBasedStateMachine):
 
 # One machine per semantics. The derandomized CI profile makes them repeatable.
 MODEL_SETTINGS = settings(
-    max_examples=50,
+    max_examples=examples(50),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from services.bank import BankService
 from services.ledger import Ledger
+from tests.property.budget import examples
 from transports.endpoint import ServerEndpoint
 from transports.framing import LENGTH_PREFIX_SIZE, FramingError, LengthPrefixDecoder, frame
 from transports.semantics import Semantics
@@ -34,7 +35,7 @@ from transports.wire import Request, WireError, decode_request, encode_request
 PIN = "0000"
 ACCOUNT = 7
 
-CODEC = settings(max_examples=500, deadline=None)
+CODEC = settings(max_examples=examples(500), deadline=None)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import socket
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,12 +175,66 @@ def through_link(
     if verdict.reset:
         reset()
         return False
+    order = _stream_order(link) if link.stream else None
     for delivery in verdict.deliveries:
-        if delivery.at <= now:
+        if order is not None:
+            order.deliver(loop, now, delivery.at, deliver, delivery.data)
+        elif delivery.at <= now:
             deliver(delivery.data)
         else:
             loop.call_at(delivery.at, deliver, delivery.data)
     return True
+
+
+class _StreamOrder:
+    """Keeps one connection's deliveries in the order its stream link decided them.
+
+    A byte stream never reorders, and the link gives nondecreasing delivery
+    times, but the loop runs callbacks due at the same instant in no fixed
+    order (its timer heap is not stable), and the link gives every message
+    held behind a retransmission the same time; a message due now could also
+    overtake one that is due but not yet run (a late loop). So a delivery
+    that would tie with or overtake a pending one is moved just after it.
+    """
+
+    __slots__ = ("last", "pending", "stream")
+
+    def __init__(self, stream: int) -> None:
+        self.stream = stream  # the link's ``streams`` when this connection began
+        self.last = -math.inf  # time of the latest delivery scheduled
+        self.pending = 0  # scheduled, not yet run
+
+    def deliver(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        now: float,
+        at: float,
+        deliver: Callable[[bytes], None],
+        data: bytes,
+    ) -> None:
+        if self.pending:  # after what is still to come: later, or due and not yet run
+            at = max(at, math.nextafter(self.last, math.inf))
+        elif at <= now:
+            deliver(data)
+            return
+        self.pending += 1
+        self.last = at
+        loop.call_at(at, self._run, deliver, data)
+
+    def _run(self, deliver: Callable[[bytes], None], data: bytes) -> None:
+        self.pending -= 1
+        deliver(data)
+
+
+_ORDERS: weakref.WeakKeyDictionary[FaultLink, _StreamOrder] = weakref.WeakKeyDictionary()
+
+
+def _stream_order(link: FaultLink) -> _StreamOrder:
+    """The order keeper of ``link``'s current connection (a new one starts afresh)."""
+    order = _ORDERS.get(link)
+    if order is None or order.stream != link.streams:
+        order = _ORDERS[link] = _StreamOrder(link.streams)
+    return order
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,9 @@ class FaultLink:
         self._rng = random.Random(f"{seed}/{label}")
         self._bad = False  # Gilbert-Elliott state: False = good
         self._fifo_floor = -math.inf  # stream: last delivery time on this connection
+        #: Stream: bumped whenever a new connection starts (a connect, a reset):
+        #: drivers keep each connection's deliveries in order by it.
+        self.streams = 0
         self._tcp: RetransmittingStream | None = None  # tcp=retransmit: this connection's
         self._connections = 0  # stream: connections opened (names their handshake draws)
         #: RTT sample of the latest handshake; the fault layer sits above the
@@ -235,6 +238,7 @@ class FaultLink:
 
     def _new_stream(self) -> None:
         """Forget the connection: the next message rides a new one."""
+        self.streams += 1
         self._fifo_floor = -math.inf
         self._tcp = None
 
