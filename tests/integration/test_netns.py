@@ -193,15 +193,9 @@ def test_unsupported_faults_without_netem(pair: NetnsPair, kernel: KernelSupport
         pair.apply(FaultSpec(delay=0.01))
 
 
-# The child sets SIGINT's default action itself: a job started in the background
-# by a non-interactive shell (`pytest ... &`, as when suites run in parallel)
-# inherits SIGINT *ignored*, and Python keeps it so, so the SIGINT case slept its
-# 30 s and timed out, while it passed in the foreground. A Ctrl-C at a terminal
-# reaches a process whose SIGINT is not ignored; that is the case to test.
 SCRIPT = textwrap.dedent(
     """
-    import signal, sys, time
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    import sys, time
     from transports.netns import NetnsPair
     with NetnsPair() as pair:
         pair.set_loss(0.5)
