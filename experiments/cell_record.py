@@ -70,6 +70,8 @@ def retransmits(cell: Cell) -> bool:
 
 def model_prediction(cell: Cell) -> Prediction | str:
     """The prediction for ``cell``, or why there is none (see ANALYSIS.md)."""
+    if not cell.faults.partition.is_zero:
+        return "a partition: the models know only per-message faults"
     if retransmits(cell):
         return _tcp_prediction(cell)
     spec = cell.faults

@@ -141,10 +141,11 @@ async def _run_real(
         warm = [pool.submit(ledger.balance, FIRST_ACCOUNT) for _ in range(SERVER_THREADS)]
         concurrent.futures.wait(warm)
         server = await start_server(cell.transport, ServerContext(endpoint, pool=pool))
+        origin = asyncio.get_running_loop().time()  # a partition counts from here, for all
         try:
             per_client = await asyncio.gather(
                 *(
-                    run_client(cell, index, server.port, plan, token)
+                    run_client(cell, index, server.port, plan, token, origin=origin)
                     for index, (plan, token) in enumerate(zip(plans, tokens, strict=True))
                 )
             )
@@ -166,8 +167,12 @@ async def run_client(
     *,
     host: str = "127.0.0.1",
     link_faults: bool = True,
+    origin: float | None = None,
 ) -> list[CallResult]:
-    """Client ``index`` performs its plan; ``link_faults=False`` when the kernel does them."""
+    """Client ``index`` performs its plan; ``link_faults=False`` when the kernel does them.
+
+    ``origin``: the loop time a partition in ``cell.faults`` counts from.
+    """
     name = f"client{index}"
     channel = open_channel(
         cell.transport,
@@ -176,6 +181,7 @@ async def run_client(
         faults=cell.faults.link if link_faults else None,
         seed=cell.seed,
         name=name,
+        origin=origin,
     )
     client = RpcClient(
         channel,

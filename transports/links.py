@@ -22,18 +22,31 @@ class Links:
 
     @classmethod
     def build(
-        cls, faults: LinkFaults | None, seed: int, name: str, *, stream: bool, always: bool = False
+        cls,
+        faults: LinkFaults | None,
+        seed: int,
+        name: str,
+        *,
+        stream: bool,
+        always: bool = False,
+        origin: float | None = None,
     ) -> Links:
         """The links of path ``name``; none where no fault can act, unless ``always``.
 
         ``always``: build them even then (``passthrough`` links that only
         count messages), to measure what the fault layer itself costs.
+        ``origin``: time zero of timed faults (a partition), in the driver's clock
+        (None: each link's first message).
         """
         if faults is None or (faults.is_zero and not always):
             return NO_LINKS
         return cls(
-            FaultLink(faults, seed, f"{name}/{Direction.REQUEST.value}", stream=stream),
-            FaultLink(faults, seed, f"{name}/{Direction.REPLY.value}", stream=stream),
+            FaultLink(
+                faults, seed, f"{name}/{Direction.REQUEST.value}", stream=stream, origin=origin
+            ),
+            FaultLink(
+                faults, seed, f"{name}/{Direction.REPLY.value}", stream=stream, origin=origin
+            ),
         )
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from experiments.runner import Cell
-from transports.faults import FaultSpec
+from transports.faults import Cut, FaultSpec, Partition
 from transports.netns import (
     CommandResult,
     KernelSupport,
@@ -141,6 +141,63 @@ def test_tcp_reset_rule_refuses_connections(pair: NetnsPair) -> None:
         socket.create_connection((pair.b.address, listener.getsockname()[1]), timeout=2)
     listener.close()
     assert pair.counters()["a->b"]["reset"] >= 1
+
+
+def _until_applied(pair: NetnsPair, events: int) -> None:
+    """Wait (bounded) until the partition timer has carried out ``events`` events."""
+    timer = pair.partition_timer
+    assert timer is not None
+    deadline = time.monotonic() + 10
+    while len(timer.applied) < events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(timer.applied) >= events
+
+
+@pytest.mark.parametrize("cut", [Cut.REQUESTS, Cut.REPLIES])
+def test_partition_cuts_one_direction_until_stopped(pair: NetnsPair, cut: Cut) -> None:
+    with inside(pair.b.netns):
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with inside(pair.a.netns):
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with server, client:
+        server.bind((pair.b.address, 0))
+        server.settimeout(0.3)
+        client.settimeout(0.3)
+        pair.start_partition(Partition(60.0, cut=cut))
+        _until_applied(pair, 1)
+        client.sendto(b"request", server.getsockname())
+        if cut is Cut.REQUESTS:
+            with pytest.raises(TimeoutError):
+                server.recvfrom(100)
+        else:
+            _, peer = server.recvfrom(100)  # requests pass
+            server.sendto(b"reply", peer)
+            with pytest.raises(TimeoutError):
+                client.recv(100)  # replies do not
+        pair.stop_partition()
+    assert udp_round_trips(pair, 5, timeout=2.0) == 5  # healed
+
+
+def test_kernel_tcp_retransmits_through_the_partition(pair: NetnsPair) -> None:
+    """Sent during the cut, a segment arrives by the kernel's retransmission after the heal."""
+    with inside(pair.b.netns):
+        listener = socket.create_server((pair.b.address, 0))
+    with inside(pair.a.netns):
+        client = socket.create_connection((pair.b.address, listener.getsockname()[1]), timeout=5)
+    conn, _ = listener.accept()
+    with listener, client, conn:
+        origin = time.monotonic()
+        pair.start_partition(Partition(2.0, cut=Cut.BOTH), origin=origin)
+        _until_applied(pair, 1)
+        client.sendall(b"deposit 25")
+        conn.settimeout(20)
+        assert conn.recv(100) == b"deposit 25"
+        assert time.monotonic() >= origin + 2.0  # not before the heal
+
+
+def test_partition_for_chosen_clients_is_refused(pair: NetnsPair) -> None:
+    with pytest.raises(UnsupportedFault, match="partition_clients"):
+        pair.apply(FaultSpec.parse("partition=1s,partition_clients=1"))
 
 
 def test_tbf_limits_the_rate(kernel: KernelSupport) -> None:

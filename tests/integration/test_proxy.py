@@ -287,6 +287,30 @@ def test_same_seed_same_counters(udp_echo: EchoServer) -> None:
     assert request["forwarded"] == 40 - request["dropped"] + request["duplicated"]
 
 
+def test_udp_partition_cuts_the_chosen_client_only(udp_echo: EchoServer) -> None:
+    """A 60 s reply-only partition for session 2: its requests pass, its replies die."""
+    out: list[str] = []
+    faults = "partition=60s,partition_dir=replies,partition_clients=2"  # sessions count from 1
+    with proxy("udp", udp_echo.port, "--faults", faults, out=out) as port:
+        first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # session 1
+        cut = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # session 2
+        with first, cut:
+            first.settimeout(5)
+            first.sendto(b"hello", ("127.0.0.1", port))
+            assert first.recv(100) == b"hello"  # session 1 exists before session 2
+            for n in range(3):
+                cut.sendto(b"cut %d" % n, ("127.0.0.1", port))
+            # The echo server answers in order: once session 1's next echo is back,
+            # session 2's three echoes have reached the proxy before it.
+            first.sendto(b"again", ("127.0.0.1", port))
+            assert first.recv(100) == b"again"
+    table = counters(out[0])
+    assert table["client->server"]["forwarded"] == 5
+    assert table["client->server"]["partitioned"] == 0
+    assert table["server->client"]["partitioned"] == 3
+    assert table["server->client"]["forwarded"] == 2
+
+
 def test_tcp_length_framing_is_reproducible(tcp_echo: EchoServer) -> None:
     # With --framing length a message is one frame, whatever the reads: the
     # stream-mode decisions (loss -> reset under tcp=reset, delay, corruption)

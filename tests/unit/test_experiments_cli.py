@@ -60,7 +60,7 @@ def test_a_list_option_reports_the_bad_item_in_argparse() -> None:
 #: The experiments' command lines: module -> its main.
 EXPERIMENTS = (
     "retries", "kernel", "crashes", "reply_cache", "tcp_model", "throughput",
-    "long_checks", "roundtrip", "fault_layer", "compare", "analytic",
+    "long_checks", "roundtrip", "fault_layer", "compare", "analytic", "outages",
 )  # fmt: skip
 #: Words of the code, not of the user: a help text that shows one dumps a docstring.
 INTERNAL = ("``", "drive_paired", "NetnsPair", "experiments.bench", "experiments.framework",

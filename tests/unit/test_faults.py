@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 
 from transports.faults import (
     MAX_DURATION,
+    Cut,
     Delivery,
     Direction,
     FaultLink,
     FaultSpec,
     FaultSpecError,
     LinkFaults,
+    Partition,
     ServerFaults,
     TcpRecovery,
     Verdict,
@@ -214,11 +216,28 @@ def specs(draw: st.DrawFn) -> FaultSpec:
             durations if field.name in {"reorder_gap", "delay", "jitter"} else probabilities
         )
         for field in dataclasses.fields(FaultSpec)
-        if field.name != "tcp" and draw(st.booleans())
+        if field.name not in {"tcp", "partition"} and draw(st.booleans())
     }
     if draw(st.booleans()):
         kwargs["tcp"] = draw(st.sampled_from(TcpRecovery))
+    if draw(st.booleans()):
+        kwargs["partition"] = draw(partitions())
     return FaultSpec(**kwargs)  # type: ignore[arg-type]
+
+
+@st.composite
+def partitions(draw: st.DrawFn) -> Partition:
+    """Any valid partition: a window, maybe periodic, one direction or both, some clients."""
+    duration = draw(st.floats(1e-6, MAX_DURATION, allow_nan=False))
+    every = draw(st.one_of(st.just(0.0), st.floats(duration, MAX_DURATION, allow_nan=False)))
+    clients = draw(st.one_of(st.none(), st.frozensets(st.integers(0, 500), min_size=1)))
+    return Partition(
+        duration=duration,
+        start=draw(durations),
+        every=every,
+        cut=draw(st.sampled_from(Cut)),
+        clients=clients,
+    )
 
 
 @settings(max_examples=300)

@@ -135,6 +135,8 @@ def test_tcp_cells_get_the_tcp_model_and_udp_cells_the_analytic_one() -> None:
         ("sim-tcp", "loss=0.1,delay=1ms", "fixed:timeout=1s", "TCP model: faults beyond loss"),
         ("sim-tcp", "loss=1", "fixed:timeout=1s", "loss 1"),
         ("udp", "loss=0.1,dup=0.1", "fixed:timeout=1s", "faults beyond independent loss"),
+        ("udp", "loss=0.1,partition=1s", "fixed:timeout=1s", "a partition"),
+        ("sim-tcp", "loss=0.1,partition=1s", "fixed:timeout=1s", "a partition"),
     ],
 )
 def test_cells_without_a_prediction_say_why(

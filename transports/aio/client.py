@@ -46,10 +46,15 @@ def open_channel(
     faults: LinkFaults | None = None,
     seed: int = 0,
     name: str = "client",
+    origin: float | None = None,
 ) -> ClientChannel:
-    """A client channel; ``faults`` applies client-side links named ``name``."""
+    """A client channel; ``faults`` applies client-side links named ``name``.
+
+    ``origin``: the loop time from which a partition's times count (None: from
+    the channel's first message).
+    """
     stream = check_transport(transport) == "tcp"
-    links = Links.build(faults, seed, name, stream=stream)
+    links = Links.build(faults, seed, name, stream=stream, origin=origin)
     if stream:
         return TcpChannel(host, port, links)
     return UdpChannel(host, port, links)

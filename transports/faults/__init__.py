@@ -11,6 +11,8 @@ documented in ``transports/FAULTS.md``.
 
 * ``spec``: ``FaultSpec``, ``LinkFaults``, ``ServerFaults`` and parsing.
 * ``link``: ``FaultLink`` and its ``Verdict``.
+* ``partition``: timed faults: ``Partition`` (a window, optionally periodic,
+  one direction or both, chosen clients or all), time as an argument.
 * ``analytic``: closed forms (stationary loss, delivery probabilities).
 """
 
@@ -30,6 +32,7 @@ from transports.faults.link import (
     label_for,
     link_pair,
 )
+from transports.faults.partition import Cut, Partition, PartitionError
 from transports.faults.spec import (
     MAX_DURATION,
     FaultSpec,
@@ -41,6 +44,7 @@ from transports.faults.spec import (
 
 __all__ = [
     "MAX_DURATION",
+    "Cut",
     "Delivery",
     "Direction",
     "Fate",
@@ -48,6 +52,8 @@ __all__ = [
     "FaultSpec",
     "FaultSpecError",
     "LinkFaults",
+    "Partition",
+    "PartitionError",
     "ServerFaults",
     "TcpRecovery",
     "Verdict",

@@ -12,12 +12,15 @@ and absorbs duplicates, and a lost segment either breaks the connection
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import math
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from transports.faults.partition import Cut
 from transports.faults.spec import LinkFaults, TcpRecovery
 from transports.tcp_model import (
     Handshake,
@@ -123,7 +126,15 @@ class FaultLink:
     (``transports.schedule.ScheduledLink``) keeps the same rules.
     """
 
-    def __init__(self, faults: LinkFaults, seed: int, label: str, *, stream: bool = False) -> None:
+    def __init__(
+        self,
+        faults: LinkFaults,
+        seed: int,
+        label: str,
+        *,
+        stream: bool = False,
+        origin: float | None = None,
+    ) -> None:
         self.faults = faults
         self.seed = seed
         self.label = label
@@ -147,6 +158,12 @@ class FaultLink:
         #: When the latest message this link let through arrives (``-inf``: none
         #: yet): a closing client lets the network deliver what it still holds.
         self.last_delivery_at = -math.inf
+        #: Timed faults (a partition) count time from here, in the driver's clock:
+        #: the run's start when the driver gives it (0 in the simulator), else the
+        #: time of this link's first message (or connection).
+        self.origin = origin
+        self._window = _partition_window(faults, label)
+        self._cut: Callable[[float], bool] | None = None if self._window is None else self._cut_at
         self._passthrough = faults.is_zero
         #: Every message is delivered at once, untouched (no fault can act, and
         #: ``decide`` not overridden): drivers may then skip building a
@@ -185,14 +202,25 @@ class FaultLink:
             corrupt_seed=message_seed if u_corrupt < faults.corrupt else None,
         )
 
+    def _cut_at(self, now: float) -> bool:
+        """Does the partition cut what this link sends at ``now``?"""
+        assert self._window is not None and self.origin is not None
+        return self._window(now - self.origin)
+
     def apply(self, data: bytes, now: float) -> Verdict:
         """Decide the fate of one message sent at ``now``."""
+        if self.origin is None:
+            self.origin = now
         self.counters["messages"] += 1
         if self.passthrough:
             # A link's faults never change, so skipping the draws cannot shift any
             # later decision of this link, and other links have their own RNGs.
             return Verdict((Delivery(now, data),), False, ())
         fate = self.decide()
+        if self._cut is not None and not self.retransmits and self._cut(now):
+            # A partition: the network loses it whatever the draws said (which
+            # were still made, so later decisions keep their place).
+            fate = dataclasses.replace(fate, lost=True)
         if self.stream:
             verdict = self._stream_rules(fate, data, now)
         else:
@@ -214,6 +242,9 @@ class FaultLink:
         """
         self._connections += 1
         back = self if reply is None else reply
+        for link in (self, back):
+            if link.origin is None:
+                link.origin = now
         for link in {self, back}:
             link._new_stream()
         if not self.retransmits or (self.faults.loss == 0.0 and back.faults.loss == 0.0):
@@ -244,7 +275,8 @@ class FaultLink:
 
     def _datagram_rules(self, fate: Fate, data: bytes, now: float) -> Verdict:
         if fate.lost:
-            return Verdict((), False, ("drop",))
+            cut = self._cut is not None and self._cut(now)
+            return Verdict((), False, ("drop", "partition") if cut else ("drop",))
         at = now + fate.offset
         events: list[str] = []
         if fate.reordered:
@@ -272,14 +304,16 @@ class FaultLink:
                 estimator = RttEstimator.after_handshake(self._handshake_rtt)
                 self._tcp = RetransmittingStream(0.0, base_rtt=NETWORK_RTT, estimator=estimator)
             segment = self._tcp.transmit(
-                now, fate.lost, fate.retransmission_lost, latency=fate.offset
+                now, fate.lost, fate.retransmission_lost, latency=fate.offset, blocked=self._cut
             )
             if segment.delivered_at is None:  # TCP gave up: the connection aborts
                 self._new_stream()
                 return Verdict((), True, ("drop", "reset", "gave_up"))
             at = segment.delivered_at
-            if fate.lost:
+            if segment.retransmissions:
                 events.append("retransmitted")
+            if self._cut is not None and self._cut(segment.transmissions[0]):
+                events.append("partition")  # held by the partition until a copy got through
             if segment.arrived_at is not None and at > segment.arrived_at:
                 events.append("fifo_hold")  # held behind an earlier, retransmitted message
         else:
@@ -314,6 +348,30 @@ class FaultLink:
     def __repr__(self) -> str:
         mode = "stream" if self.stream else "datagram"
         return f"FaultLink({self.faults}, seed={self.seed}, label={self.label!r}, {mode})"
+
+
+_CLIENT_LABEL = re.compile(r"[A-Za-z_]*(\d+)/(request|reply)")
+
+
+def _partition_window(faults: LinkFaults, label: str) -> Callable[[float], bool] | None:
+    """Whether the partition cuts what this link sends at time ``t`` from its origin.
+
+    None: it never cuts anything on this link.
+
+    The link's client index and direction come from its label
+    (``label_for``: ``client3/reply``); a partition for chosen clients cuts
+    nothing on a link whose label names no client.
+    """
+    partition = faults.partition
+    match = _CLIENT_LABEL.fullmatch(label)
+    reply = match is not None and match[2] == Direction.REPLY.value
+    client = int(match[1]) if match is not None else None
+    if match is None and partition.cut is not Cut.BOTH:
+        return None  # which direction this link carries is unknown
+    if not partition.applies(reply, client):
+        return None
+    window = partition.window
+    return lambda t: window(t) is not None
 
 
 def _retransmission_draws(message_seed: int, loss: float) -> Callable[[], bool]:

@@ -13,7 +13,10 @@ import dataclasses
 import enum
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from transports.faults.partition import KEYS as PARTITION_KEYS
+from transports.faults.partition import NO_PARTITION, Partition, PartitionError
 
 #: Longest accepted duration (delay, jitter, gap), in seconds: anything longer is
 #: a typo (``delay=2`` meant as milliseconds) rather than a network.
@@ -58,7 +61,7 @@ _SERVER_KEYS = tuple((k, f) for k, f in _KEY_TO_FIELD.items() if f in _SERVER_FI
 _DURATION_FIELDS = frozenset({"reorder_gap", "delay", "jitter"})
 # The link fields that make a link touch a message (the others only parametrise them).
 _ACTIVE_LINK_FIELDS = ("loss", "dup", "reorder", "delay", "jitter", "corrupt", "ge_p", "reset")
-_ALLOWED_KEYS = ", ".join([*_KEY_TO_FIELD, _TCP_KEY])
+_ALLOWED_KEYS = ", ".join([*_KEY_TO_FIELD, _TCP_KEY, *PARTITION_KEYS])
 # Checked longest first so "2ms" is not read as "2m" seconds.
 _UNITS: tuple[tuple[str, float], ...] = (("ms", 1e3), ("us", 1e6), ("s", 1.0))
 
@@ -119,6 +122,18 @@ def _check_tcp(value: object) -> None:
         raise FaultSpecError(f"{_TCP_KEY}: expected one of {_TCP_CHOICES}, got {value!r}")
 
 
+def _check_partition(value: object) -> None:
+    if not isinstance(value, Partition):
+        raise FaultSpecError(f"partition: expected a Partition, got {value!r}")
+
+
+def _parse_partition(items: dict[str, str]) -> Partition:
+    try:
+        return Partition.from_items(items, _parse_duration)
+    except PartitionError as err:
+        raise FaultSpecError(str(err)) from None
+
+
 def _check_values(obj: object, keys: tuple[tuple[str, str], ...]) -> None:
     """Validate ``obj``'s fields named in ``keys`` (spec key, field), in that order."""
     for key, name in keys:
@@ -151,6 +166,9 @@ def _spec_text(obj: object, keys: tuple[tuple[str, str], ...]) -> str:
     tcp = getattr(obj, "tcp", TcpRecovery.RETRANSMIT)
     if tcp is not TcpRecovery.RETRANSMIT:
         items.append(f"{_TCP_KEY}={tcp.value}")
+    partition = getattr(obj, "partition", None)
+    if partition is not None:
+        items += partition.items(_format_duration)
     return ",".join(items) if items else FaultSpec.NONE
 
 
@@ -174,10 +192,12 @@ class LinkFaults:
     ge_loss: float = 1.0
     reset: float = 0.0
     tcp: TcpRecovery = TcpRecovery.RETRANSMIT
+    partition: Partition = NO_PARTITION
 
     def __post_init__(self) -> None:
         _check_values(self, _LINK_KEYS)
         _check_tcp(self.tcp)
+        _check_partition(self.partition)
 
     def __str__(self) -> str:
         return _spec_text(self, _LINK_KEYS)
@@ -190,7 +210,8 @@ class LinkFaults:
     @property
     def is_zero(self) -> bool:
         """True when a ``FaultLink`` with these faults passes every message untouched."""
-        return not any(getattr(self, name) for name in _ACTIVE_LINK_FIELDS)
+        active = any(getattr(self, name) for name in _ACTIVE_LINK_FIELDS)
+        return not active and self.partition.is_zero
 
 
 @dataclass(frozen=True)
@@ -241,6 +262,7 @@ class FaultSpec:
     reset: float = 0.0
     crash: float = 0.0
     tcp: TcpRecovery = TcpRecovery.RETRANSMIT
+    partition: Partition = NO_PARTITION
 
     NONE: ClassVar[str] = "none"
 
@@ -249,12 +271,14 @@ class FaultSpec:
         # construction cannot build an invalid spec either.
         _check_values(self, _ALL_KEYS)
         _check_tcp(self.tcp)
+        _check_partition(self.partition)
 
     @classmethod
     def of(cls, link: LinkFaults | None = None, server: ServerFaults | None = None) -> FaultSpec:
         """The spec with these link and server faults (none for a part left out)."""
-        values = dataclasses.asdict(link or LinkFaults())
-        values.update(dataclasses.asdict(server or ServerFaults()))
+        # Field by field, not dataclasses.asdict: that would turn the Partition into a dict.
+        values = _fields(link or LinkFaults())
+        values.update(_fields(server or ServerFaults()))
         return cls(**values)
 
     @classmethod
@@ -265,6 +289,7 @@ class FaultSpec:
             return cls()
         values: dict[str, float] = {}
         tcp: TcpRecovery | None = None
+        partition: dict[str, str] = {}
         for raw_item in stripped.split(","):
             item = raw_item.strip()
             key, sep, raw_value = item.partition("=")
@@ -279,6 +304,11 @@ class FaultSpec:
                     raise FaultSpecError(f"duplicate fault key {key!r} in {text!r}")
                 tcp = _parse_tcp(raw_value)
                 continue
+            if key in PARTITION_KEYS:
+                if key in partition:
+                    raise FaultSpecError(f"duplicate fault key {key!r} in {text!r}")
+                partition[key] = raw_value
+                continue
             name = _KEY_TO_FIELD.get(key)
             if name is None:
                 raise FaultSpecError(
@@ -290,7 +320,9 @@ class FaultSpec:
                 values[name] = _parse_duration(key, raw_value)
             else:
                 values[name] = _parse_number(key, raw_value)
-        return cls(**values, tcp=tcp or TcpRecovery.RETRANSMIT)
+        return cls(
+            **values, tcp=tcp or TcpRecovery.RETRANSMIT, partition=_parse_partition(partition)
+        )
 
     def to_spec(self) -> str:
         """Canonical spec string: non-default keys in fixed order; parses back equal."""
@@ -306,7 +338,11 @@ class FaultSpec:
     @property
     def link(self) -> LinkFaults:
         """The link faults, for ``FaultLink``."""
-        return LinkFaults(**{name: getattr(self, name) for _, name in _LINK_KEYS}, tcp=self.tcp)
+        return LinkFaults(
+            **{name: getattr(self, name) for _, name in _LINK_KEYS},
+            tcp=self.tcp,
+            partition=self.partition,
+        )
 
     @property
     def server(self) -> ServerFaults:
@@ -317,6 +353,10 @@ class FaultSpec:
     def is_zero(self) -> bool:
         """True when no fault of any kind is configured (link, application or crash)."""
         return self.link.is_zero and self.server.is_zero
+
+
+def _fields(obj: object) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
 
 
 _DEFAULTS: dict[str, object] = {f.name: f.default for f in dataclasses.fields(FaultSpec)}

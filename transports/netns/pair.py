@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from transports.netns.commands import Runner, check, run_command
+from transports.netns.partition import PartitionTimer
 from transports.netns.rules import KernelRules
 
 PREFIX = "rtfault"
@@ -71,6 +72,7 @@ class NetnsPair(KernelRules):
     a: Side = field(init=False)
     b: Side = field(init=False)
     loss_tool: str | None = field(default=None, init=False)
+    partition_timer: PartitionTimer | None = field(default=None, init=False)
     _created: list[str] = field(default_factory=list, init=False)
     _trapped: bool = field(default=False, init=False)
 
@@ -116,9 +118,14 @@ class NetnsPair(KernelRules):
 
     def close(self) -> None:
         """Remove everything (idempotent). Deleting a namespace removes its rules and link."""
-        while self._created:
-            name = self._created.pop()
-            self.runner(["ip", "netns", "del", name], None)
+        timer, self.partition_timer = self.partition_timer, None
+        try:
+            if timer is not None:
+                timer.stop()  # before its namespaces go: it would cut a link that is gone
+        finally:
+            while self._created:
+                name = self._created.pop()
+                self.runner(["ip", "netns", "del", name], None)
         atexit.unregister(self.close)
         self._restore_sigterm()
 

@@ -3,7 +3,8 @@
 * packet loss: nftables ``numgen random`` drop where packets arrive (iptables
   ``statistic --mode random`` when nft is missing);
 * TCP resets: ``reject with tcp reset`` for a random fraction of arriving packets;
-* rate limiting: tc tbf; delay, jitter, dup, reorder, corruption, burst loss: tc netem.
+* rate limiting: tc tbf; delay, jitter, dup, reorder, corruption, burst loss: tc netem;
+* a partition: a drop rule added and removed on its schedule (``transports.netns.partition``).
 
 ``KernelRules`` holds the methods; ``transports.netns.pair.NetnsPair`` mixes them
 into the pair, which supplies the runner and the two sides.
@@ -17,8 +18,9 @@ import shutil
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from transports.faults import FaultSpec
+from transports.faults import FaultSpec, Partition
 from transports.netns.commands import NetnsError, Runner, UnsupportedFault, check
+from transports.netns.partition import PartitionTimer, check_partition, cut_sides, set_cut
 
 if TYPE_CHECKING:  # the pair mixes these rules in: import for typing only
     from transports.netns.pair import Side
@@ -41,6 +43,7 @@ class KernelRules:
     a: Side
     b: Side
     loss_tool: str | None
+    partition_timer: PartitionTimer | None
 
     @property
     def sides(self) -> tuple[Side, Side]:
@@ -74,6 +77,31 @@ class KernelRules:
             self.set_reset(spec.reset)
         if rate:
             self.set_rate(rate, under_netem=bool(netem_keys))
+        if not spec.partition.is_zero:
+            self.start_partition(spec.partition)
+
+    def start_partition(self, partition: Partition, *, origin: float | None = None) -> None:
+        """Cut and heal the link on ``partition``'s schedule from ``origin`` (monotonic; now).
+
+        A background timer adds the drop rule when each window opens and
+        removes it when it closes; ``clear_faults`` (and closing the pair) stops it.
+        """
+        check_partition(partition)
+        self.stop_partition()
+        sides = cut_sides(partition.cut, self.a, self.b)
+        self.partition_timer = PartitionTimer(
+            partition, lambda on: set_cut(self.runner, sides, on), origin=origin
+        )
+
+    def stop_partition(self) -> None:
+        """Stop the partition's timer and heal the link (a no-op without one)."""
+        timer, self.partition_timer = self.partition_timer, None
+        if timer is None:
+            return
+        try:
+            timer.stop()
+        finally:
+            set_cut(self.runner, self.sides, False)
 
     def set_loss(self, probability: float, *, tool: str | None = None) -> None:
         """Drop each packet crossing the link, in either direction, with ``probability``.
@@ -145,6 +173,7 @@ class KernelRules:
 
     def clear_faults(self) -> None:
         """Remove every rule and qdisc this pair installed (the link stays)."""
+        self.stop_partition()
         for side in self.sides:
             self.runner(self.exec_argv(side, ["nft", "delete", "table", "inet", TABLE]), None)
             self.runner(self.exec_argv(side, ["iptables", "-w", "5", "-F", "INPUT"]), None)

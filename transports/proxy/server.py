@@ -31,9 +31,12 @@ class FaultProxy:
         self._sessions: collections.OrderedDict[Any, UdpSession] = collections.OrderedDict()
         self._count = 0
         self._sweeper: asyncio.Task[None] | None = None
+        #: The loop time the proxy started at: timed faults (a partition) count from it.
+        self.started = 0.0
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.started = loop.time()
         host, port = self.config.listen
         if self.config.transport == "tcp":
             self._server = await asyncio.start_server(self._accept, host, port)

@@ -13,16 +13,16 @@ DIRECTION_NAMES = {REQUEST: "client->server", REPLY: "server->client"}
 # Summary columns. In stream mode dup and reorder are absorbed (always 0); UDP
 # has no connection to reset, stall or slice.
 COLUMNS = {
-    "tcp": ("messages", "forwarded", "dropped", "delayed", "corrupted", "reset", "stalled",
-            "writes", "bytes"),
-    "udp": ("messages", "forwarded", "dropped", "duplicated", "reordered", "delayed",
-            "corrupted", "bytes"),
+    "tcp": ("messages", "forwarded", "dropped", "partitioned", "delayed", "corrupted", "reset",
+            "stalled", "writes", "bytes"),
+    "udp": ("messages", "forwarded", "dropped", "partitioned", "duplicated", "reordered",
+            "delayed", "corrupted", "bytes"),
 }  # fmt: skip
 # FaultLink event -> summary column. Stream mode's absorbed_* and fifo_hold are
 # not faults the peer sees, so they are not columns.
 _EVENT_COLUMN = {
     "drop": "dropped", "dup": "duplicated", "reorder": "reordered", "delay": "delayed",
-    "corrupt": "corrupted", "reset": "reset",
+    "corrupt": "corrupted", "reset": "reset", "partition": "partitioned",
 }  # fmt: skip
 
 

@@ -59,7 +59,13 @@ class TcpConnection:
         self.writers.append(up_w)
         for direction, reader, writer in ((REQUEST, client_r, up_w), (REPLY, up_r, client_w)):
             label = f"conn{self.index}/{direction}"
-            link = FaultLink(self.config.faults.link, self.config.seed, label, stream=True)
+            link = FaultLink(
+                self.config.faults.link,
+                self.config.seed,
+                label,
+                stream=True,
+                origin=self.proxy.started,
+            )
             queue: asyncio.Queue[_Item | None] = asyncio.Queue(QUEUE_ITEMS)
             rng = random.Random(f"{self.config.seed}/{label}/stall")  # own streams: the
             slicer = random.Random(f"{self.config.seed}/{label}/slice")  # link's stay CRN

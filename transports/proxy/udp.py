@@ -35,7 +35,13 @@ class UdpSession:
         self.sock.connect(config.upstream)  # UDP connect: no packet, just a default peer
         self.loop.add_reader(self.sock.fileno(), self._readable)
         self.links = {
-            d: FaultLink(config.faults.link, config.seed, f"session{index}/{d}", stream=False)
+            d: FaultLink(
+                config.faults.link,
+                config.seed,
+                f"session{index}/{d}",
+                stream=False,
+                origin=proxy.started,
+            )
             for d in (REQUEST, REPLY)
         }
         self.closed = False

@@ -20,8 +20,10 @@ Timing model (all times in virtual seconds):
   between an at-most-once request is "in progress", so a retry arriving
   meanwhile is dropped, as on a real server.
 * Each client runs its plan sequentially: the next call starts the instant the
-  previous one is done. Clients run concurrently; heap ties break by sequence
-  number, so the interleaving is deterministic.
+  previous one is done, or at its ``SimRequest.not_before`` if that is later
+  (an open-loop schedule: a client behind schedule catches up back to back).
+  Clients run concurrently; heap ties break by sequence number, so the
+  interleaving is deterministic.
 
 Stream (TCP-like) model: each client has a connection epoch. The first send
 after a break opens a connection (counted): the request link's ``connect``
@@ -103,7 +105,10 @@ def simulate(
     n = len(plans)
     if links is None:
         link_faults = None if faults is None else faults.link
-        links = [Links.build(link_faults, seed, f"client{i}", stream=stream) for i in range(n)]
+        links = [
+            Links.build(link_faults, seed, f"client{i}", stream=stream, origin=0.0)
+            for i in range(n)
+        ]
     elif len(links) != n:
         raise ValueError(f"links: expected one Links per client ({n}), got {len(links)}")
     clients = [

@@ -110,12 +110,22 @@ class _Sim:
             client.timer_gen += 1  # plan finished: any pending timer is stale
             client.timer_at = math.inf
             return
-        client.position = pos + 1
         req = client.plan[pos]
+        if req.not_before > now:
+            # Not due yet: wait for it, with no live timer (the last call is done).
+            client.timer_gen += 1
+            client.timer_at = math.inf
+            self.push(req.not_before, self.on_due, client, 0, b"")
+            return
+        client.position = pos + 1
         call = Call(Request(req.request_id, req.op, req.args), client.settings, client.rng)
         client.call = call
         self.send(now, client, call.start(now))
         self.arm(client, call)
+
+    def on_due(self, now: float, client: _Client, _tag: int, _: bytes) -> None:
+        self.clock = now
+        self.start_next(now, client)
 
     def progress(self, now: float, client: _Client, call: Call) -> None:
         """After the Call changed state: record it when done, else re-arm its timer."""

@@ -16,12 +16,18 @@ class SimRequest:
     request_id: str
     op: str
     args: dict[str, Any]
+    #: The client starts it no earlier than this (an open-loop schedule: a steady
+    #: offered load); 0: as soon as the previous operation is done.
+    not_before: float = 0.0
 
     # One per planned operation: built by writing __dict__ (as ``wire.Request``)
     # rather than by the generated frozen __init__, which costs a call per field.
-    def __init__(self, request_id: str, op: str, args: dict[str, Any]) -> None:
+    def __init__(
+        self, request_id: str, op: str, args: dict[str, Any], not_before: float = 0.0
+    ) -> None:
         fields = self.__dict__
         fields["request_id"], fields["op"], fields["args"] = request_id, op, args
+        fields["not_before"] = not_before
 
 
 @dataclass

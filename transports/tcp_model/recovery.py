@@ -222,12 +222,16 @@ class RetransmittingStream:
         retransmission_lost: Callable[[], bool],
         *,
         latency: float | None = None,
+        blocked: Callable[[float], bool] | None = None,
     ) -> SegmentFate:
         """Send one message whose losses are already decided.
 
         ``first_lost``: the first copy is lost; ``retransmission_lost()`` is
         asked once per later copy. ``send`` decides from uniform draws; a
-        fault link or an explicit schedule decides here.
+        fault link or an explicit schedule decides here. ``blocked(t)``: a
+        copy that goes out at ``t`` is lost whatever the draws say (a
+        partition); each copy's draw is still made, so later draws keep their
+        place.
         """
         if now < self._now:
             raise ValueError(f"time went backwards: {now} < {self._now}")
@@ -238,7 +242,8 @@ class RetransmittingStream:
         if self.closed_at is not None:
             return SegmentFate(now, (), (), False, None, None, self.closed_at)
 
-        if not first_lost:  # the common case: no recovery schedule to work out
+        cut_first = blocked is not None and blocked(start)
+        if not (first_lost or cut_first):  # the common case: no recovery schedule to work out
             times, lost, first_rto = [start], [False], 1
         else:
             schedule = recovery_schedule(
@@ -250,8 +255,10 @@ class RetransmittingStream:
             )
             times, lost = [], []
             for j, offset in enumerate(schedule.offsets):
-                times.append(start + offset)
-                lost.append(first_lost if j == 0 else retransmission_lost())
+                at = start + offset
+                drawn = first_lost if j == 0 else retransmission_lost()
+                times.append(at)
+                lost.append(drawn or (blocked is not None and blocked(at)))
                 if not lost[-1]:
                     break
             first_rto = schedule.first_rto_index
