@@ -85,9 +85,9 @@ def run_real_cell(real: RealCell, workdir: Path | None = None) -> RealRun:
         plans = plan_operations(cell.seed, cell.clients, cell.ops)
         # Accounts and sessions go straight into the file before any server
         # runs. Sessions live in SQLite, so they survive every restart, and
-        # the servers' event-loop clock is the same system-wide monotonic one.
+        # the servers store and check them in wall-clock time, as here.
         with _open_ledger(db) as ledger:
-            tokens = open_accounts(ledger, cell.clients, now=time.monotonic())
+            tokens = open_accounts(ledger, cell.clients, now=time.time())
             opening = ledger.total_balance()
         supervisor = Supervisor(serve_args(real, db), port=free_port(), log_dir=Path(tmp), db=db)
         with supervisor:

@@ -31,6 +31,7 @@ from experiments.runner import SCRYPT_N, SESSION_TTL
 from experiments.workload import Operation, open_accounts, plan_operations
 from services.bank import BankService
 from services.ledger import Ledger
+from transports.admission import Peer
 from transports.call import CallResult, RetrySettings
 from transports.endpoint import ServerEndpoint
 from transports.faults import Cut, FaultSpec, Partition
@@ -135,9 +136,11 @@ class CountingEndpoint(ServerEndpoint):
         super().__init__(*args, **kwargs)
         self.arrivals: list[float] = []  # in the driver's clock
 
-    def receive(self, data: bytes, now: float, budget: int | None = None) -> Request | bytes | None:
+    def receive(
+        self, data: bytes, now: float, budget: int | None = None, peer: Peer | None = None
+    ) -> Request | bytes | None:
         self.arrivals.append(now)
-        return super().receive(data, now, budget)
+        return super().receive(data, now, budget, peer)
 
 
 def run_outage(load: Load, cell: OutageCell) -> OutageRecord:

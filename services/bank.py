@@ -19,8 +19,9 @@ cannot be silently ignored. ``pin`` is 1..32 characters, ``token`` at most
 unknown or expired token raises ``Unauthenticated``.
 
 Deposits and withdrawals record ``ctx.request_id`` with the change and pass
-``ctx.idempotent`` through (exactly-once when set); ``ctx.now`` drives session
-expiry and login lockout.
+``ctx.idempotent`` through (exactly-once when set); ``ctx.wall`` (a wall clock:
+the ledger stores these times, and a monotonic clock restarts at boot) drives
+session expiry and login lockout.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from typing import Any
 
 from services.errors import InvalidArgument, UnknownOperation
 from services.ledger import MAX_AMOUNT, Ledger
+from services.ledger.ledger import show_number
 from transports.service import CallContext, JsonObject
 
 MAX_PIN_LEN = 32
+MAX_ACCOUNT_ID = 2**63 - 1  # SQLite INTEGER range
 MAX_TOKEN_LEN = 128
 
 #: Required fields of each operation and their JSON types.
@@ -104,6 +107,9 @@ class BankService:
     """
 
     name: str = "bank"
+    #: Screened by the server's admission (rate limits, address validation,
+    #: a bounded queue) and run on their own threads: scrypt costs ~50 ms.
+    expensive_ops: frozenset[str] = frozenset({"bank.login"})
 
     def __init__(self, ledger: Ledger, *, ledger_shared: bool = False) -> None:
         self.ledger = ledger
@@ -119,6 +125,21 @@ class BankService:
     def blocks(self, op: str, args: Mapping[str, Any]) -> bool:
         return op in self.blocking_ops
 
+    def expensive(self, op: str, args: Mapping[str, Any]) -> bool:
+        """Whether this call would run scrypt: a login whose arguments are valid.
+
+        Invalid ones are refused before any hashing, so they cost no more
+        than a balance check and need no admission.
+        """
+        if op not in self.expensive_ops:
+            return False
+        try:
+            checked = _check_fields(op, args)
+        except InvalidArgument:
+            return False
+        pin, account = checked["pin"], checked["account"]
+        return 1 <= len(pin) <= MAX_PIN_LEN and 1 <= account <= MAX_ACCOUNT_ID
+
     def handle(self, op: str, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         """Execute one bank operation (see module doc)."""
         handler = self._handlers.get(op)
@@ -130,22 +151,22 @@ class BankService:
         pin: str = args["pin"]
         if not 1 <= len(pin) <= MAX_PIN_LEN:
             raise InvalidArgument(f"bank.login: pin must be 1..{MAX_PIN_LEN} characters")
-        token, name = self.ledger.login(args["account"], pin, ctx.now)
+        token, name = self.ledger.login(args["account"], pin, ctx.wall)
         return {"token": token, "name": name}
 
     def _balance(self, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
-        account = self.ledger.account_for(args["token"], ctx.now)
+        account = self.ledger.account_for(args["token"], ctx.wall)
         return {"account": account, "balance": self.ledger.balance(account)}
 
     def _deposit(self, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         account, balance = self.ledger.deposit_for(
-            args["token"], _amount(args), ctx.request_id, ctx.now, idempotent=ctx.idempotent
+            args["token"], _amount(args), ctx.request_id, ctx.wall, idempotent=ctx.idempotent
         )
         return {"account": account, "balance": balance}
 
     def _withdraw(self, args: Mapping[str, Any], ctx: CallContext) -> JsonObject:
         account, balance = self.ledger.withdraw_for(
-            args["token"], _amount(args), ctx.request_id, ctx.now, idempotent=ctx.idempotent
+            args["token"], _amount(args), ctx.request_id, ctx.wall, idempotent=ctx.idempotent
         )
         return {"account": account, "balance": balance}
 
@@ -158,5 +179,7 @@ def _amount(args: Mapping[str, Any]) -> int:
     # Checked here too so a bad amount is reported before the token is looked at.
     amount: int = args["amount"]
     if not 1 <= amount <= MAX_AMOUNT:
-        raise InvalidArgument(f"amount must be in 1..{MAX_AMOUNT} minor units, got {amount}")
+        raise InvalidArgument(
+            f"amount must be in 1..{MAX_AMOUNT} minor units, got {show_number(amount)}"
+        )
     return amount

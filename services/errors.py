@@ -12,6 +12,7 @@ from typing import Any
 from transports.service import ServiceError
 
 __all__ = [
+    "AccountLocked",
     "AuthFailed",
     "InsufficientFunds",
     "InvalidArgument",
@@ -40,6 +41,16 @@ class AuthFailed(ServiceError):
     """Login refused. Same code and message for unknown account and wrong PIN."""
 
     code = "AUTH_FAILED"
+
+
+class AccountLocked(AuthFailed):
+    """Login refused: too many failed logins for this account id, known or not.
+
+    The message says for how long. Unknown account ids lock by the same rules,
+    so this reveals nothing about which accounts exist.
+    """
+
+    code = "ACCOUNT_LOCKED"
 
 
 class Unauthenticated(ServiceError):

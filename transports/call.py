@@ -20,11 +20,15 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from transports.admission import RETRY_WITH_TOKEN, TOKEN_ARG
 from transports.retry import RetryBudget, RetryPolicy, RetrySchedule, RtoEstimator
 from transports.wire import Reply, Request, Status, WireError, decode_reply, encode_request
 
 # Error codes that do not prove the operation was not applied.
 INDETERMINATE_ERRORS = frozenset({"INTERNAL"})
+#: Address tokens a call accepts before it gives up (a server asking again
+#: after a valid echo means the path changed address or is broken).
+MAX_TOKEN_ROUNDS = 2
 
 
 class Outcome(enum.Enum):
@@ -105,6 +109,8 @@ class Call:
         self.started = 0.0
         self._sent_at = 0.0
         self._unsent = 0  # attempts that provably never left (connect refused)
+        self._token: str | None = None  # the server's address token, echoed from now on
+        self._token_rounds = 0  # resends asked for by RETRY_WITH_TOKEN: not retries
         self.result: CallResult | None = None
 
     @property
@@ -150,6 +156,13 @@ class Call:
             return False  # corrupted or garbage: the timer will retry
         if reply.id != self.request.id:
             return False  # a late reply to an earlier call
+        if reply.error_code == RETRY_WITH_TOKEN and self._token_rounds < MAX_TOKEN_ROUNDS:
+            # Address validation (PROTOCOL.md 5.3): not run; resend at once with the token.
+            self._token = reply.error_message or ""
+            self._token_rounds += 1
+            self._state = _State.BACKING_OFF
+            self._timer = now
+            return True
         # Karn's rule: an RTT sample only from a call answered on its first
         # attempt, where the reply cannot belong to another transmission.
         settings = self.settings
@@ -172,6 +185,8 @@ class Call:
         self._state = _State.WAITING
         self._timer = now + self._schedule.attempt_timeout(attempt)
         request = self.request
+        if self._token is not None:
+            request = Request(request.id, request.op, {**request.args, TOKEN_ARG: self._token})
         if request.attempt != attempt:  # the caller's own Request serves when it matches
             request = Request(request.id, request.op, request.args, attempt)
         return encode_request(request)
@@ -180,7 +195,7 @@ class Call:
         budget = self.settings.budget
         if budget is not None:
             budget.on_failure()
-        if self.attempts >= self.settings.max_attempts or (
+        if self.attempts >= self.settings.max_attempts + self._token_rounds or (
             budget is not None and not budget.allow_retry()
         ):
             # If no attempt ever left, nothing can have been applied: a definite failure.

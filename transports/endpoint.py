@@ -14,7 +14,15 @@ same way, in two steps:
   when the service ``blocks`` on the request.
 
 ``handle`` is the two steps back to back. The endpoint is the one place where
-service errors become wire errors.
+service errors become wire errors; their messages are cut to the wire's limit.
+
+``admission`` (optional, ``transports.admission``) screens the operations the
+service marks expensive (``expensive_ops``, e.g. a login's scrypt) in
+``receive``, before deduplication: an unvalidated address, a rate limit or a
+full queue gets a small error reply at once. An admitted request holds its
+place until ``complete`` (or ``abandon``) releases it. ``receive`` takes the
+``Peer`` for this: the driver says where a request came from and whether its
+transport validated that address.
 
 ``budget`` caps a reply's size in bytes (UDP anti-amplification, see
 docs/SECURITY.md): the endpoint does the fitting because only it can shorten
@@ -38,6 +46,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
+from transports.admission import TOKEN_ARG, Admission, Peer
 from transports.semantics import InProgress, ReplyCache, Semantics
 from transports.service import CallContext, Service, ServiceError
 from transports.wire import (
@@ -73,9 +82,23 @@ class ServerEndpoint:
         semantics: Semantics = Semantics.AT_LEAST_ONCE,
         reply_cache: ReplyCache | None = None,
         crash_hook: CrashHook | None = None,
+        *,
+        admission: Admission | None = None,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.service = service
         self.crash_hook = crash_hook
+        self.admission = admission
+        #: Operations ``admission`` screens (empty without one), when the
+        #: service's ``expensive(op, args)`` (if it has one) says so.
+        self.expensive_ops: frozenset[str] = (
+            frozenset(getattr(service, "expensive_ops", ())) if admission else frozenset()
+        )
+        self._expensive_call: Callable[[str, dict[str, object]], bool] | None = getattr(
+            service, "expensive", None
+        )
+        #: The clock for times a service stores (None: ``now``, e.g. virtual time).
+        self.wall_clock = wall_clock
         self.semantics = semantics
         if semantics is Semantics.AT_MOST_ONCE and reply_cache is None:
             reply_cache = ReplyCache()
@@ -91,6 +114,13 @@ class ServerEndpoint:
         """Whether the service may block on ``request``: run ``complete`` off the event loop."""
         return self.service.blocks(request.op, request.args)
 
+    def expensive(self, request: Request) -> bool:
+        """Whether ``request`` needs ``admission`` (and, admitted, holds a place until done)."""
+        if request.op not in self.expensive_ops:
+            return False
+        check = self._expensive_call
+        return check is None or check(request.op, request.args)
+
     def handle(self, data: bytes, now: float, budget: int | None = None) -> bytes | None:
         """``receive`` then, if there is a request to run, ``complete``, on this thread."""
         received = self.receive(data, now, budget)
@@ -98,12 +128,15 @@ class ServerEndpoint:
             return self.complete(received, now, budget)
         return received
 
-    def receive(self, data: bytes, now: float, budget: int | None = None) -> Request | bytes | None:
-        """Decode and deduplicate one request (the first step of the pipeline).
+    def receive(
+        self, data: bytes, now: float, budget: int | None = None, peer: Peer | None = None
+    ) -> Request | bytes | None:
+        """Decode, admit and deduplicate one request (the first step of the pipeline).
 
-        Returns the reply right away, bytes (an error or a cached reply,
-        fitted to ``budget``) or None (drop: nothing to say), or the
-        ``Request`` to ``complete``.
+        Returns the reply right away, bytes (an error, a refusal or a cached
+        reply, fitted to ``budget``) or None (drop: nothing to say), or the
+        ``Request`` to ``complete``. ``peer``: where it came from (None: a
+        trusted caller in this process).
         """
         try:
             request = decode_request(data)
@@ -114,23 +147,53 @@ class ServerEndpoint:
             reply = error_reply(err.request_id, err.attempt, err.code, err.message)
             return self.limit_reply(encode_reply(reply), budget)
         self.count("requests")
+        admitted = False
+        if request.op in self.expensive_ops:
+            request, token = _without_token(request)
+            admitted = self.expensive(request)
+            if admitted:
+                refusal = self._admit(request, peer, token, now, budget)
+                if refusal is not None:
+                    return refusal
         if self.reply_cache is None:
             return request
         cached = self.reply_cache.begin(_cache_key(request), now)
         if cached is None:
             return request
+        if admitted:
+            self.abandon(request)  # answered without running
         if isinstance(cached, InProgress):
             self.count("dropped_in_progress")
             return None
         self.count("reply_cache_hits")
         return self.limit_reply(self._encode(replace(cached, attempt=request.attempt)), budget)
 
+    def _admit(
+        self, request: Request, peer: Peer | None, token: object, now: float, budget: int | None
+    ) -> bytes | None:
+        """Ask ``admission`` about an expensive request: None (admitted) or the refusal."""
+        assert self.admission is not None
+        refusal = self.admission.admit(peer, token, now)
+        if refusal is None:
+            return None
+        self.count(f"refused_{refusal.code.lower()}")
+        reply = error_reply(request.id, request.attempt, refusal.code, refusal.message)
+        return self.limit_reply(encode_reply(reply), budget)
+
+    def abandon(self, request: Request) -> None:
+        """``request`` will not be completed (e.g. the server is stopping): free its place."""
+        if self.admission is not None and self.expensive(request):
+            self.admission.release()
+
     def complete(self, request: Request, now: float, budget: int | None = None) -> bytes | None:
         """Execute, remember the reply, encode it and fit it to ``budget`` (second step)."""
         hook = self.crash_hook
         if hook is not None:
             hook(request, BEFORE_APPLY)
-        reply = self.execute(request, now)
+        try:
+            reply = self.execute(request, now)
+        finally:
+            self.abandon(request)  # done: an admitted request frees its place
         if hook is not None:
             hook(request, AFTER_APPLY)  # a crash here loses the reply, not the change
         encoded = self._encode(reply)
@@ -164,9 +227,10 @@ class ServerEndpoint:
     def execute(self, request: Request, now: float) -> Reply:
         """Run the service; map every error to a reply (the one mapping place)."""
         ctx = CallContext(
-            request_id=request.id,
-            now=now,
-            idempotent=self.semantics is Semantics.EXACTLY_ONCE,
+            request.id,
+            now,
+            self.semantics is Semantics.EXACTLY_ONCE,
+            self.wall_clock() if self.wall_clock is not None else None,
         )
         try:
             result = self.service.handle(request.op, request.args, ctx)
@@ -194,14 +258,14 @@ class ServerEndpoint:
                 )
             )
 
-    def count(self, what: str) -> None:
+    def count(self, what: str, n: int = 1) -> None:
         try:
             mine: Counter[str] = self._local.counters
         except AttributeError:
             mine = self._local.counters = Counter()
             with self._counters_lock:
                 self._thread_counters.append(mine)
-        mine[what] += 1
+        mine[what] += n
 
     @property
     def counters(self) -> Counter[str]:
@@ -220,6 +284,15 @@ def error_reply(request_id: str, attempt: int, code: str, message: str) -> Reply
     ``ERROR_MESSAGE_MAX`` characters), so that a long message (e.g. one listing
     a request's many unexpected fields) cannot make the reply unencodable."""
     return Reply.error(request_id, attempt, code, message[:ERROR_MESSAGE_MAX])
+
+
+def _without_token(request: Request) -> tuple[Request, object]:
+    """``request`` without the address token in its args, and the token (None: none)."""
+    if TOKEN_ARG not in request.args:
+        return request, None
+    args = dict(request.args)
+    token = args.pop(TOKEN_ARG)
+    return Request(request.id, request.op, args, request.attempt), token
 
 
 def _fit_error(reply: Reply, limit: int) -> bytes | None:

@@ -32,22 +32,36 @@ class CallContext:
     the same id); the bank records it with each ledger change so an audit can
     count applications. ``idempotent`` asks the service to store the id
     durably with the change and answer a repeat from that record
-    (exactly-once semantics). ``now`` is the caller's clock, in seconds.
+    (exactly-once semantics). ``now`` is the caller's clock, in seconds;
+    ``wall`` the wall clock, for times a service persists.
     """
 
     request_id: str
     now: float
     idempotent: bool = False
+    #: A wall clock (Unix time) for times the service stores (session expiry,
+    #: lockouts): ``now`` is monotonic and restarts at boot. Defaults to ``now``
+    #: (a simulation's virtual time is both).
+    wall: float = 0.0
 
-    def __init__(self, request_id: str, now: float, idempotent: bool = False) -> None:
+    def __init__(
+        self, request_id: str, now: float, idempotent: bool = False, wall: float | None = None
+    ) -> None:
         # Built once per request: writing __dict__ skips the frozen dataclass's
         # one-call-per-field __init__ (assignment afterwards still raises).
         fields = self.__dict__
         fields["request_id"], fields["now"], fields["idempotent"] = request_id, now, idempotent
+        fields["wall"] = now if wall is None else wall
 
 
 class Service(Protocol):
-    """A named set of operations, e.g. ``text.convert``."""
+    """A named set of operations, e.g. ``text.convert``.
+
+    A service may also declare ``expensive_ops`` (a frozenset of operation
+    names) and ``expensive(op, args) -> bool``: calls far costlier than their
+    message (the bank's scrypt login), which a server's admission screens
+    before running them (``transports.admission``). Both are optional.
+    """
 
     name: str
     #: Operations whose ``handle`` may block (CPU-heavy hashing, waiting for

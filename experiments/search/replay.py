@@ -41,6 +41,7 @@ from experiments.search.bank import (
 )
 from experiments.workload import Operation
 from services.bank import BankService
+from transports.admission import Peer
 from transports.aio.client import RpcClient, start_server
 from transports.aio.driver import ServerContext
 from transports.aio.tcp import TcpChannel
@@ -75,12 +76,14 @@ class ScheduledCrashes(ServerEndpoint):
         self.crashes: list[tuple[int, CrashPoint]] = []
         self._doomed: dict[int, tuple[Request, int]] = {}  # id(request) -> (request, arrival)
 
-    def receive(self, data: bytes, now: float, budget: int | None = None) -> Request | bytes | None:
+    def receive(
+        self, data: bytes, now: float, budget: int | None = None, peer: Peer | None = None
+    ) -> Request | bytes | None:
         arrival, self.arrivals = self.arrivals, self.arrivals + 1
         point = self.policy(arrival)
         if point is CrashPoint.BEFORE_APPLY:
             self._crash(arrival, point)
-        received = super().receive(data, now, budget)
+        received = super().receive(data, now, budget, peer)
         if point is not CrashPoint.AFTER_APPLY:
             return received
         if isinstance(received, Request):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from transports.admission import Peer
 from transports.endpoint import ServerEndpoint
 from transports.faults import TcpRecovery, Verdict
 from transports.links import Links
@@ -121,11 +122,13 @@ class TracedEndpoint(ServerEndpoint):
         self.rows = rows  # how many rows the ledger holds
         self.arrivals = 0
 
-    def receive(self, data: bytes, now: float, budget: int | None = None) -> Request | bytes | None:
+    def receive(
+        self, data: bytes, now: float, budget: int | None = None, peer: Peer | None = None
+    ) -> Request | bytes | None:
         arrival, self.arrivals = self.arrivals, self.arrivals + 1
         point = self.crashes(arrival)
         crash = "" if point is None else _CRASH[point]
-        received = super().receive(data, now, budget)
+        received = super().receive(data, now, budget, peer)
         if isinstance(received, Request):
             done = "admitted"
         elif received is None:

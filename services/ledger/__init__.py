@@ -1,6 +1,6 @@
 """The bank's ledger (``Ledger``), a SQLite database; see ``services.ledger.ledger``."""
 
-from services.ledger.auth import LOCKOUT_SECONDS, MAX_LOGIN_FAILURES
+from services.ledger.auth import LOCKOUT_SECONDS, MAX_LOCKOUT_SECONDS, MAX_LOGIN_FAILURES
 from services.ledger.ledger import DEMO_ACCOUNTS, Ledger
 from services.ledger.money import MAX_AMOUNT, MAX_BALANCE, Kind
 from services.ledger.store import SCHEMA_VERSION
@@ -10,6 +10,7 @@ __all__ = [
     "LOCKOUT_SECONDS",
     "MAX_AMOUNT",
     "MAX_BALANCE",
+    "MAX_LOCKOUT_SECONDS",
     "MAX_LOGIN_FAILURES",
     "SCHEMA_VERSION",
     "Kind",

@@ -16,11 +16,12 @@ Semantics worth knowing:
 * Amounts are integers in minor units, ``1..MAX_AMOUNT``; a balance stays in
   ``0..MAX_BALANCE``. Refused operations (``InvalidArgument``,
   ``InsufficientFunds``, ``LimitExceeded``, ``TransactionFailed``) apply nothing.
-* ``idempotent=True``: the idempotency key (the request id) is looked up in the
+* ``idempotent=True``: the idempotency key (the account and the request id:
+  ids are scoped per account, so one account cannot block another's) is looked up in the
   same transaction that applies the change and stores the key, so a repeat,
   even after a restart, returns the first result (the balance right after the
   first execution) and applies nothing. Errors are not stored. Reusing a key
-  for a different operation, account or amount is an ``InvalidArgument``.
+  for a different operation or amount of the same account is an ``InvalidArgument``.
 * ``fault_point``, when given, is called inside the write transaction, after
   the idempotency lookup and before the change; a ``ServiceError`` it raises
   (the server's injected ``TransactionFailed``) refuses the change. So only
@@ -28,11 +29,17 @@ Semantics worth knowing:
   and a repeat answered from the idempotency table never fails.
 * Login: unknown account and wrong PIN give the same ``AuthFailed``, after the
   same amount of scrypt work. ``MAX_LOGIN_FAILURES`` consecutive failures lock
-  the account for ``LOCKOUT_SECONDS``; attempts while locked are refused (same
-  error) without extending the lock; a success resets the counter. Only
-  existing accounts are tracked.
+  the account id for ``LOCKOUT_SECONDS``, doubling with each lockout in a row
+  up to ``MAX_LOCKOUT_SECONDS``; attempts while locked get ``AccountLocked``
+  (saying for how long) without scrypt work or extending the lock; a success
+  resets the counts. Unknown account ids are tracked and lock the same way,
+  so a lock reveals nothing about which accounts exist. A PIN with a NUL is
+  refused (scrypt would pad a short PIN with NULs: the comparison is exact).
 * Sessions are stored as SHA-256 hashes of the token and expire at
   ``login time + session_ttl`` (no sliding renewal); they survive restarts.
+  The times given as ``now`` to ``login`` and the session checks are stored:
+  the caller passes a wall clock (``CallContext.wall``), which a reboot does
+  not reset.
 * ``deposit_for``/``withdraw_for`` (what ``services.bank`` calls) are
   ``account_for`` followed by ``deposit``/``withdraw``: same checks, same
   errors, same order. An in-memory ledger runs them as one transaction whose
@@ -42,6 +49,7 @@ Semantics worth knowing:
 from __future__ import annotations
 
 import hmac
+import math
 import os
 import secrets
 import sqlite3
@@ -52,12 +60,13 @@ from contextlib import suppress
 from types import TracebackType
 from typing import Any, Self
 
-from services.errors import AuthFailed, InvalidArgument, Unauthenticated
+from services.errors import AccountLocked, AuthFailed, InvalidArgument, Unauthenticated
 from services.ledger.auth import (
     _AUTH_MESSAGE,
     _DUMMY_SALT,
     _hash_pin,
     _insert_account,
+    _lock_remaining,
     _record_login,
     _token_hash,
 )
@@ -68,6 +77,7 @@ from services.ledger.money import (
     MAX_BALANCE,
     Kind,
     _change,
+    idempotency_key,
 )
 from services.ledger.store import _connect, _create_schema, _WriteTransaction
 
@@ -82,19 +92,40 @@ _MAX_ACCOUNT_ID = 2**63 - 1  # SQLite INTEGER range
 _MAX_REQUEST_ID_LEN = 256
 
 
+def show_number(value: int) -> str:
+    """``value`` for an error message, bounded: a huge number is described, not echoed."""
+    text = str(value)
+    return text if len(text) <= 24 else f"a {len(text.lstrip('-'))}-digit number"
+
+
 def _check_int(value: object, what: str, low: int, high: int) -> int:
     # bool is an int subclass; True must not mean 1 here.
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgument(f"{what} must be an integer, got {type(value).__name__}")
     if not low <= value <= high:
-        raise InvalidArgument(f"{what} must be in {low}..{high}, got {value}")
+        raise InvalidArgument(f"{what} must be in {low}..{high}, got {show_number(value)}")
     return value
+
+
+def _check_pin(pin: object) -> str:
+    # scrypt's PBKDF2 pads a short key with NUL bytes, so "1234\x00" would hash
+    # like "1234": a PIN with a NUL is refused, which makes the comparison exact.
+    if not isinstance(pin, str) or not pin:
+        raise InvalidArgument("pin must be a non-empty string")
+    if "\x00" in pin:
+        raise InvalidArgument("pin must not contain NUL characters")
+    return pin
 
 
 def _check_request_id(request_id: object) -> str:
     if not isinstance(request_id, str) or not 1 <= len(request_id) <= _MAX_REQUEST_ID_LEN:
         raise InvalidArgument(f"request id must be a string of 1..{_MAX_REQUEST_ID_LEN} chars")
     return request_id
+
+
+def _locked(seconds: float) -> AccountLocked:
+    whole = max(1, math.ceil(seconds))
+    return AccountLocked(f"too many failed logins: account locked for {whole} s")
 
 
 class Ledger:
@@ -213,39 +244,51 @@ class Ledger:
         _check_int(balance, "balance", 0, MAX_BALANCE)
         if not isinstance(name, str) or not name:
             raise InvalidArgument("name must be a non-empty string")
-        if not isinstance(pin, str) or not pin:
-            raise InvalidArgument("pin must be a non-empty string")
+        _check_pin(pin)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM accounts WHERE id = ?", (account_id,)).fetchone():
                 raise InvalidArgument(f"account {account_id} already exists")
             _insert_account(conn, account_id, name, pin, balance, self._scrypt_n)
 
     def login(self, account_id: int, pin: str, now: float) -> tuple[str, str]:
-        """Check the PIN and open a session: returns (token, holder name)."""
+        """Check the PIN and open a session: returns (token, holder name).
+
+        ``AuthFailed`` for an unknown account or a wrong PIN alike;
+        ``AccountLocked`` (saying for how long) once an account id, known or
+        not, has failed ``MAX_LOGIN_FAILURES`` times in a row. A locked id costs
+        no scrypt work. ``now`` is a wall clock: it is stored.
+        """
         _check_int(account_id, "account", 1, _MAX_ACCOUNT_ID)
-        if not isinstance(pin, str):
-            raise InvalidArgument("pin must be a string")
+        _check_pin(pin)
+        with self._lock:
+            locked_for = _lock_remaining(self._conn(), account_id, now)
+        if locked_for > 0:
+            raise _locked(locked_for)
         row = self._one(
             "SELECT name, pin_salt, pin_hash, pin_scrypt_n FROM accounts WHERE id = ?",
             (account_id,),
         )
+        # Hash outside the write transaction: scrypt is slow, the lock is shared.
         if row is None:
             _hash_pin(pin, _DUMMY_SALT, self._scrypt_n)  # same work as a real check
-            raise AuthFailed(_AUTH_MESSAGE)
-        name, salt, stored, n = row
-        # Hash outside the write transaction: scrypt is slow, the lock is shared.
-        pin_ok = hmac.compare_digest(_hash_pin(pin, salt, n), stored)
+            name, pin_ok = "", False
+        else:
+            name, salt, stored, n = row
+            pin_ok = hmac.compare_digest(_hash_pin(pin, salt, n), stored)
         token = secrets.token_urlsafe(24)
         with self._write() as conn:
-            granted = _record_login(conn, account_id, pin_ok, now)
-            if granted:
+            verdict = _record_login(conn, account_id, pin_ok, now)
+            if verdict < 0:
                 conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
                 conn.execute(
                     "INSERT INTO sessions (token_hash, account_id, expires_at) VALUES (?, ?, ?)",
                     (_token_hash(token), account_id, now + self._session_ttl),
                 )
-        if not granted:
-            raise AuthFailed(_AUTH_MESSAGE)  # after commit: the failure must be counted
+        # After commit: the failure must be counted.
+        if verdict > 0:
+            raise _locked(verdict)
+        if verdict == 0:
+            raise AuthFailed(_AUTH_MESSAGE)
         return token, str(name)
 
     def account_for(self, token: str, now: float) -> int:
@@ -355,9 +398,8 @@ class Ledger:
             _check_request_id(request_id)
         with self._write() as conn:
             execute = conn.cursor().execute  # one cursor for the whole transaction
-            before, stored = execute(
-                _SELECT_BALANCE_AND_RESULT, (account_id, request_id if idempotent else None)
-            ).fetchone()
+            key = idempotency_key(account_id, request_id) if idempotent else None
+            before, stored = execute(_SELECT_BALANCE_AND_RESULT, (account_id, key)).fetchone()
             balance = _change(
                 execute,
                 self._fault_point,

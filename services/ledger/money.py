@@ -24,7 +24,7 @@ MAX_BALANCE = 10**15
 _SELECT_SESSION_BALANCE_AND_RESULT = (
     "SELECT s.account_id, s.expires_at,"
     " (SELECT balance FROM accounts WHERE id = s.account_id),"
-    " (SELECT result FROM idempotency WHERE key = ?)"
+    " (SELECT result FROM idempotency WHERE key = s.account_id || ':' || ?)"
     " FROM sessions AS s WHERE s.token_hash = ?"
 )
 _SELECT_BALANCE_AND_RESULT = (
@@ -41,6 +41,12 @@ _INSERT_LEDGER = (
 _INSERT_IDEMPOTENCY = "INSERT INTO idempotency (key, result) VALUES (?, ?)"
 
 Kind = Literal["deposit", "withdraw"]
+
+
+def idempotency_key(account_id: int, request_id: str) -> str:
+    """An exactly-once key: request ids are scoped per account, so one account's
+    ids can never block (or be answered by) another account's operations."""
+    return f"{account_id}:{request_id}"
 
 
 def _change(
@@ -80,7 +86,8 @@ def _change(
     balance = before + amount if kind == "deposit" else before - amount
     execute(_INSERT_LEDGER, (request_id, account_id, kind, amount, balance))
     if idempotent:
-        execute(_INSERT_IDEMPOTENCY, (request_id, _result_json(kind, account_id, amount, balance)))
+        result = _result_json(kind, account_id, amount, balance)
+        execute(_INSERT_IDEMPOTENCY, (idempotency_key(account_id, request_id), result))
     return balance
 
 

@@ -1,6 +1,6 @@
 """The ledger's SQLite file: its schema, the process's connection, the write transaction.
 
-Schema (``PRAGMA user_version = 1``)::
+Schema (``PRAGMA user_version = 2``)::
 
     accounts(id INTEGER PRIMARY KEY, name TEXT NOT NULL,
              pin_salt BLOB NOT NULL, pin_hash BLOB NOT NULL,   -- scrypt, 64 bytes
@@ -13,9 +13,18 @@ Schema (``PRAGMA user_version = 1``)::
            amount INTEGER NOT NULL CHECK (amount > 0), balance_after INTEGER NOT NULL)
            -- index on request_id
     idempotency(key TEXT PRIMARY KEY, result TEXT NOT NULL)   -- JSON of the first execution
-           WITHOUT ROWID
-    sessions(token_hash BLOB PRIMARY KEY, account_id INTEGER NOT NULL, expires_at REAL NOT NULL)
-    login_failures(account_id INTEGER PRIMARY KEY, failures INTEGER NOT NULL, locked_until REAL)
+           WITHOUT ROWID                                      -- key: "<account>:<request id>"
+    sessions(token_hash BLOB PRIMARY KEY, account_id INTEGER NOT NULL,
+             expires_at REAL NOT NULL)                        -- wall clock (Unix time)
+    login_failures(account_id INTEGER PRIMARY KEY,            -- any id tried, known or not
+                   failures INTEGER NOT NULL, locked_until REAL,   -- wall clock
+                   lockouts INTEGER NOT NULL DEFAULT 0,       -- in a row, for escalation
+                   last_failure REAL NOT NULL DEFAULT 0)      -- wall clock, for forgetting
+
+Version 1 files (before 2026-12-01) are upgraded in place on open
+(``_upgrade_v1``): their times were ``time.monotonic()`` values, which restart
+from zero at boot, so their sessions are dropped and their locks lifted; their
+idempotency keys get the account prefix read from the stored result.
 
 Files created before 2026-11-24 declare ``seq ... AUTOINCREMENT`` and a rowid
 ``idempotency`` table. They hold the same rows and behave the same (ledger rows
@@ -46,7 +55,7 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_S = 10.0
 
 _SCHEMA = (
@@ -75,7 +84,20 @@ _SCHEMA = (
     """CREATE TABLE login_failures (
         account_id INTEGER PRIMARY KEY,
         failures INTEGER NOT NULL,
-        locked_until REAL)""",
+        locked_until REAL,
+        lockouts INTEGER NOT NULL DEFAULT 0,
+        last_failure REAL NOT NULL DEFAULT 0)""",
+    "CREATE INDEX login_failures_last_failure ON login_failures(last_failure)",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+
+_UPGRADE_V1 = (
+    "ALTER TABLE login_failures ADD COLUMN lockouts INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE login_failures ADD COLUMN last_failure REAL NOT NULL DEFAULT 0",
+    "CREATE INDEX login_failures_last_failure ON login_failures(last_failure)",
+    "UPDATE login_failures SET locked_until = NULL",
+    "DELETE FROM sessions",
+    "UPDATE idempotency SET key = json_extract(result, '$.account') || ':' || key",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
@@ -107,6 +129,10 @@ def _create_schema(conn: sqlite3.Connection, path: str) -> bool:
     ).fetchone()
     if exists:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == 1:
+            for statement in _UPGRADE_V1:
+                conn.execute(statement)
+            return False
         if version != SCHEMA_VERSION:
             raise RuntimeError(f"{path}: unsupported ledger schema v{version}")
         return False

@@ -29,6 +29,7 @@ from services.programs.crash_hook import CRASH_OPS, CRASH_POINTS, RANDOM_POINT, 
 from services.programs.options import UsageError
 from services.programs.server import serve
 from services.programs.server_workers import serve_workers
+from transports.admission import AdmissionLimits
 from transports.aio import workers
 from transports.aio.client import TRANSPORTS, default_settings
 from transports.aio.driver import ServerLimits
@@ -162,6 +163,24 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         "is applied, after it committed but before the reply leaves, or either (50/50)",
     )
     serve.add_argument("--max-connections", type=int, default=ServerLimits.max_connections)
+    # Per-source connections and the login admission (docs/SECURITY.md, "Limits").
+    admission = AdmissionLimits
+    for flag, kind, default, metavar, text in (
+        ("--max-connections-per-source", int, ServerLimits.max_connections_per_source, "N",
+         "TCP: connections from one host at once; further ones are closed at once"),
+        ("--login-threads", int, 2, "N",
+         "threads for logins (scrypt), apart from --threads, so a login flood cannot hold up "
+         "other operations"),
+        ("--login-queue", int, admission.max_outstanding, "N",
+         "logins running or waiting at once; beyond, a login is refused at once with BUSY"),
+        ("--login-rate", float, admission.source_rate, "R",
+         "logins per second from one host, bursts of 2R"),
+        ("--login-rate-total", float, admission.total_rate, "R",
+         "logins per second per server process, bursts of 2R"),
+    ):  # fmt: skip
+        serve.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=f"{text} (default {default:g})"
+        )
     serve.add_argument(
         "--frame-timeout",
         type=float,
@@ -292,6 +311,11 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         prime_processes=args.prime_processes,
         crash_point=args.crash_point,
         max_connections=args.max_connections,
+        max_connections_per_source=args.max_connections_per_source,
+        login_threads=args.login_threads,
+        login_queue=args.login_queue,
+        login_rate=args.login_rate,
+        login_rate_total=args.login_rate_total,
         frame_timeout=args.frame_timeout,
         idle_timeout=args.idle_timeout,
         max_in_flight=args.max_in_flight,

@@ -378,6 +378,12 @@ class Atm:
             if result.outcome is Outcome.UNKNOWN:
                 print(f"Login failed: {_describe_failure(result)}; trying again is safe")
                 continue
+            if result.error_code == "ACCOUNT_LOCKED":  # the message says for how long
+                print(f"Login refused: {result.reply.error_message if result.reply else ''}")
+                return False
+            if result.error_code == "BUSY":
+                print(f"Server busy, not logged in: {_describe_failure(result)}; try again")
+                continue
             print("Invalid ID or Password")
         print("Too many failed logins")
         return False

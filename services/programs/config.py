@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.programs.crash_hook import RANDOM_POINT
+from transports.admission import AdmissionLimits
 from transports.aio.driver import ServerLimits
 from transports.faults import FaultSpec
 from transports.semantics import Semantics
@@ -40,6 +41,11 @@ class ServerConfig:
     prime_processes: int = 1
     crash_point: str = RANDOM_POINT
     max_connections: int = ServerLimits.max_connections
+    max_connections_per_source: int = ServerLimits.max_connections_per_source
+    login_threads: int = 2  # threads for the expensive operations (logins)
+    login_queue: int = AdmissionLimits.max_outstanding
+    login_rate: float = AdmissionLimits.source_rate  # per source host, per second
+    login_rate_total: float = AdmissionLimits.total_rate  # per server process, per second
     frame_timeout: float = ServerLimits.frame_timeout
     idle_timeout: float = ServerLimits.idle_timeout
     max_in_flight: int = ServerLimits.max_in_flight

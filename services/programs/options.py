@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from services.programs.config import ServerConfig
+from transports.admission import AdmissionLimits
 from transports.aio.driver import ServerLimits
 from transports.semantics import Semantics
 
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_SEMANTICS",
     "LOOPBACK",
     "UsageError",
+    "admission_limits",
     "served_semantics",
     "server_limits",
     "warn_if_exposed",
@@ -42,12 +44,29 @@ def server_limits(config: ServerConfig) -> ServerLimits:
     try:
         return ServerLimits(
             max_connections=config.max_connections,
+            max_connections_per_source=config.max_connections_per_source,
             frame_timeout=config.frame_timeout,
             idle_timeout=config.idle_timeout,
             max_in_flight=config.max_in_flight,
         )
     except ValueError as err:
         raise UsageError(str(err)) from err
+
+
+def admission_limits(config: ServerConfig) -> AdmissionLimits:
+    """The login limits (bursts of two seconds' worth); UsageError for a bad value."""
+    if config.login_threads < 1:
+        raise UsageError(f"--login-threads must be at least 1, got {config.login_threads}")
+    try:
+        return AdmissionLimits(
+            max_outstanding=config.login_queue,
+            source_rate=config.login_rate,
+            source_burst=max(1.0, 2 * config.login_rate),
+            total_rate=config.login_rate_total,
+            total_burst=max(1.0, 2 * config.login_rate_total),
+        )
+    except ValueError as err:
+        raise UsageError(f"login limits: {err}") from err
 
 
 def warn_if_exposed(host: str) -> None:

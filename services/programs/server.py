@@ -20,6 +20,7 @@ import dataclasses
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping
 
 from services import numbers, text
@@ -27,9 +28,16 @@ from services.bank import BankService
 from services.ledger import Ledger
 from services.prime_processes import PrimeProcesses
 from services.programs.config import ServerConfig
-from services.programs.options import UsageError, served_semantics, server_limits, warn_if_exposed
+from services.programs.options import (
+    UsageError,
+    admission_limits,
+    served_semantics,
+    server_limits,
+    warn_if_exposed,
+)
 from services.programs.server_faults import app_failures, crash_hook
 from transports import netns
+from transports.admission import Admission
 from transports.aio.client import start_server
 from transports.aio.driver import ServerContext
 from transports.aio.tcp import SeedHandler
@@ -146,18 +154,24 @@ async def run_server(
     console = console or Console()
     seed_handler = make_seed_handler(config.service) if config.framing == "seed" else None
     limits = server_limits(config)  # before the ledger opens: a bad value must not leak it
+    admission = Admission(admission_limits(config))
     service, release = make_service(config)
     semantics = served_semantics(config)
     crasher = crash_hook(config.faults.server, config.crash_point, config.seed)
-    endpoint = ServerEndpoint(service, semantics, crash_hook=crasher)
+    endpoint = ServerEndpoint(
+        service, semantics, crash_hook=crasher, admission=admission, wall_clock=time.time
+    )
     link = config.faults.link
     stop = _stop_on_signal()
-    with concurrent.futures.ThreadPoolExecutor(max(1, config.threads)) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, config.threads))
+    logins = concurrent.futures.ThreadPoolExecutor(config.login_threads)
+    try:
         context = ServerContext(
             endpoint,
             host=config.host,
             port=config.port,
             pool=pool,
+            expensive_pool=logins,
             limits=limits,
             faults=link if config.fault_layer or not link.is_zero else None,
             seed=config.seed,
@@ -176,6 +190,14 @@ async def run_server(
         console.serving(stop)
         await stop.wait()
         await server.close()
+    finally:
+        # Stopping does not wait for queued work (a login flood's backlog):
+        # what has not started is dropped, what runs (one scrypt per thread) ends.
+        for executor in (logins, pool):
+            executor.shutdown(wait=True, cancel_futures=True)
+        # Admitted logins still holding a place never ran: dropped, not answered.
+        if admission.outstanding:
+            endpoint.count("dropped_shutdown", admission.outstanding)
     release()
     console.stopped(server.context.endpoint.counters)
     return 0

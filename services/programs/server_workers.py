@@ -24,7 +24,13 @@ from collections.abc import Mapping
 from functools import partial
 
 from services.programs.config import ServerConfig
-from services.programs.options import UsageError, served_semantics, server_limits, warn_if_exposed
+from services.programs.options import (
+    UsageError,
+    admission_limits,
+    served_semantics,
+    server_limits,
+    warn_if_exposed,
+)
 from services.programs.server import (
     Console,
     cannot_listen,
@@ -59,6 +65,7 @@ def serve_workers(config: ServerConfig) -> int:
         if config.transport != "tcp":
             raise UsageError("seed framing is a TCP stream format; use --transport tcp")
     server_limits(config)
+    admission_limits(config)
     temporary = None
     if config.service == "bank" and config.db is None:
         fd, temporary = tempfile.mkstemp(prefix="ledger-", suffix=".sqlite3")

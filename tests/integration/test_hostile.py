@@ -564,6 +564,7 @@ def test_stalled_tcp_connections_do_not_starve_a_normal_client(tmp_path: Path) -
     stalls, dribblers, extra, frame_timeout = 300, 20, 5, 2.0
     args = ["--db", str(tmp_path / "b.sqlite3"), "--frame-timeout", str(frame_timeout)]
     args += ["--max-connections", str(stalls + 1)]  # the stalls and one normal client
+    args += ["--max-connections-per-source", str(stalls + 1)]  # all from 127.0.0.1
     figures: dict[str, Any] = {}
     with served("bank", "tcp", *args) as server:
 
@@ -775,12 +776,14 @@ def test_the_token_alone_decides_the_account(transport: str, tmp_path: Path) -> 
                 await asyncio.sleep(ttl + 0.05)
                 assert (await call("bank.balance", token=t3))[0] == "UNAUTHENTICATED"
                 assert (await call("bank.deposit", token=t3, amount=1))[0] == "UNAUTHENTICATED"
-                # Five wrong PINs lock the account: then even the right PIN fails.
-                for _ in range(5):
+                # Five wrong PINs lock the account (the fifth says so, and for how
+                # long): then even the right PIN fails.
+                for attempt in range(1, 6):
                     bad = await c.call("bank.login", {"account": 3, "pin": "0000"})
-                    assert bad.error_code == "AUTH_FAILED"
+                    assert bad.error_code == ("ACCOUNT_LOCKED" if attempt == 5 else "AUTH_FAILED")
                 locked = await c.call("bank.login", {"account": 3, "pin": "1234"})
-                assert locked.error_code == "AUTH_FAILED"
+                assert locked.error_code == "ACCOUNT_LOCKED"
+                assert locked.reply and "locked for 30 s" in str(locked.reply.error_message)
                 await c.close()
 
         asyncio.run(run())

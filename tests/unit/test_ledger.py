@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.errors import (
+    AccountLocked,
     AuthFailed,
     InsufficientFunds,
     InvalidArgument,
@@ -25,6 +26,7 @@ from services.ledger import (
     LOCKOUT_SECONDS,
     MAX_AMOUNT,
     MAX_BALANCE,
+    MAX_LOCKOUT_SECONDS,
     MAX_LOGIN_FAILURES,
     Ledger,
 )
@@ -214,10 +216,88 @@ def test_lockout_after_consecutive_failures_and_release(ledger: Ledger) -> None:
         with pytest.raises(AuthFailed):
             ledger.login(1, "0000", now=float(t))
     locked_at = float(MAX_LOGIN_FAILURES - 1)
-    with pytest.raises(AuthFailed, match="invalid account or PIN"):
+    with pytest.raises(AccountLocked, match="locked for 1 s"):
         ledger.login(1, "1234", now=locked_at + LOCKOUT_SECONDS - 0.01)  # right PIN, locked
     ledger.login(2, "1234", now=locked_at + 1)  # other accounts are unaffected
     assert ledger.login(1, "1234", now=locked_at + LOCKOUT_SECONDS)[1] == "Dibbyo Roy"
+
+
+def _fail_until_locked(ledger: Ledger, account: int, now: float) -> float:
+    """Wrong PINs until the account id locks; the lock's length in seconds."""
+    for _ in range(MAX_LOGIN_FAILURES - 1):
+        with pytest.raises(AuthFailed) as plain:
+            ledger.login(account, "0000", now=now)
+        assert type(plain.value) is AuthFailed
+    with pytest.raises(AccountLocked) as locked:
+        ledger.login(account, "0000", now=now)
+    return float(str(locked.value).split("locked for ")[1].split(" s")[0])
+
+
+def test_lockout_escalates_and_says_for_how_long(ledger: Ledger) -> None:
+    now = 1_000.0
+    expected = LOCKOUT_SECONDS
+    for _ in range(9):
+        assert _fail_until_locked(ledger, 1, now) == expected
+        with pytest.raises(AccountLocked):
+            ledger.login(1, "1234", now=now + expected - 0.5)  # right PIN, still locked
+        now += expected
+        expected = min(2 * expected, MAX_LOCKOUT_SECONDS)
+    assert expected == MAX_LOCKOUT_SECONDS
+    assert ledger.login(1, "1234", now=now)[1] == "Dibbyo Roy"  # success resets it all
+    assert _fail_until_locked(ledger, 1, now) == LOCKOUT_SECONDS
+
+
+def test_unknown_account_ids_lock_like_real_ones(ledger: Ledger) -> None:
+    # A lock must not tell whether the account exists: same count, same message.
+    real = _fail_until_locked(ledger, 2, 50.0)
+    unknown = _fail_until_locked(ledger, 424242, 50.0)
+    assert real == unknown == LOCKOUT_SECONDS
+    with pytest.raises(AccountLocked) as a:
+        ledger.login(2, "0000", now=51.0)
+    with pytest.raises(AccountLocked) as b:
+        ledger.login(424242, "0000", now=51.0)
+    assert str(a.value) == str(b.value)
+
+
+def test_pin_with_nul_never_matches(ledger: Ledger) -> None:
+    # scrypt pads a short key with NULs: "1234\x00" hashed like "1234".
+    for pin in ("1234\x00", "1234\x00\x00", "\x001234"):
+        with pytest.raises(InvalidArgument, match="NUL"):
+            ledger.login(1, pin, now=0.0)
+    with pytest.raises(InvalidArgument, match="NUL"):
+        ledger.create_account(9, "Nul", "12\x00", 0)
+
+
+def test_huge_numbers_are_invalid_with_a_bounded_message(ledger: Ledger) -> None:
+    for call in (
+        lambda: ledger.deposit(1, 10**600, "d"),
+        lambda: ledger.login(10**600, "1234", now=0.0),
+        lambda: ledger.balance(-(10**600)),
+    ):
+        with pytest.raises(InvalidArgument) as err:
+            call()
+        assert len(str(err.value)) < 100 and "601-digit" in str(err.value)
+
+
+def test_old_files_are_upgraded_and_their_monotonic_times_dropped(tmp_path: Path) -> None:
+    path = str(tmp_path / "v1.sqlite3")
+    with Ledger(path, scrypt_n=FAST_N) as led:
+        token, _ = led.login(1, "1234", now=500.0)
+        led.deposit(2, 5, "d", idempotent=True)
+    with closing(sqlite3.connect(path)) as conn:  # back to the version 1 layout
+        conn.execute("DROP INDEX login_failures_last_failure")
+        conn.execute("ALTER TABLE login_failures DROP COLUMN lockouts")
+        conn.execute("ALTER TABLE login_failures DROP COLUMN last_failure")
+        conn.execute("UPDATE idempotency SET key = 'd'")
+        conn.execute("INSERT INTO login_failures VALUES (3, 0, 530.0)")  # a monotonic lock
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    with Ledger(path, scrypt_n=FAST_N) as led:
+        with pytest.raises(Unauthenticated):
+            led.account_for(token, now=501.0)  # a monotonic expiry means nothing now
+        assert led.login(3, "1234", now=510.0)[1] == "Abir Hasan"  # the lock was lifted
+        assert led.deposit(2, 5, "d", idempotent=True) == 10_005  # the key kept its account
+        assert led.applications() == {"d": 1}
 
 
 def test_success_resets_the_failure_count(ledger: Ledger) -> None:
@@ -365,12 +445,22 @@ def test_idempotency_key_reused_for_another_operation_is_refused(ledger: Ledger)
     ledger.deposit(1, 100, "k", idempotent=True)
     for method, account, amount in (
         (ledger.deposit, 1, 200),
-        (ledger.deposit, 2, 100),
         (ledger.withdraw, 1, 100),
     ):
         with pytest.raises(InvalidArgument, match="already used"):
             method(account, amount, "k", idempotent=True)
     assert ledger.applications() == {"k": 1}
+
+
+def test_idempotency_keys_are_scoped_per_account(ledger: Ledger) -> None:
+    # Account 3 using an id first must not block account 2 (nor answer for it).
+    assert ledger.deposit(3, 100, "shared-id", idempotent=True) == 10_100
+    assert ledger.deposit(2, 100, "shared-id", idempotent=True) == 10_100
+    assert ledger.deposit(2, 100, "shared-id", idempotent=True) == 10_100  # a repeat
+    token, _ = ledger.login(1, "1234", now=0.0)
+    assert ledger.deposit_for(token, 7, "shared-id", 1.0, idempotent=True) == (1, 10_007)
+    assert ledger.balance(2) == ledger.balance(3) == 10_100
+    assert ledger.applications() == {"shared-id": 3}
 
 
 def test_refused_idempotent_request_can_succeed_later(ledger: Ledger) -> None:
@@ -466,10 +556,10 @@ def test_stored_idempotent_result_keeps_its_on_disk_format(tmp_path: Path) -> No
     with closing(sqlite3.connect(path)) as conn:
         stored = dict(conn.execute("SELECT key, result FROM idempotency").fetchall())
     assert stored == {
-        "d": json.dumps(
+        "1:d": json.dumps(
             {"kind": "deposit", "account": 1, "amount": 250, "balance": 10_250}, sort_keys=True
         ),
-        "w": json.dumps(
+        "2:w": json.dumps(
             {"kind": "withdraw", "account": 2, "amount": 7, "balance": 9_993}, sort_keys=True
         ),
     }

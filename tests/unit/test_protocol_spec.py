@@ -284,7 +284,7 @@ def test_at_most_once_runs_a_reused_id_with_other_args(ledger: Ledger) -> None:
 
 @pytest.mark.parametrize(
     ("op", "amount", "account"),
-    [("bank.withdraw", 5, 1), ("bank.deposit", 6, 1), ("bank.deposit", 5, 2)],
+    [("bank.withdraw", 5, 1), ("bank.deposit", 6, 1)],
 )
 def test_exactly_once_refuses_a_reused_id_with_another_operation(
     ledger: Ledger, op: str, amount: int, account: int
@@ -296,6 +296,16 @@ def test_exactly_once_refuses_a_reused_id_with_another_operation(
     assert "already used" in (reply.error_message or "")
     assert ledger.applications() == {"dup": 1}
     assert ledger.total_balance() == 30_005
+
+
+def test_exactly_once_ids_are_scoped_per_account(ledger: Ledger) -> None:
+    # Issue 16: account 2 must not be refused because account 1 used the id.
+    client = bank(ledger, Semantics.EXACTLY_ONCE)
+    client.ok("bank.deposit", {"token": login(client), "amount": 5}, req_id="dup")
+    other = client.ok("bank.deposit", {"token": login(client, 2), "amount": 5}, req_id="dup")
+    assert other == {"account": 2, "balance": 10_005}
+    assert ledger.applications() == {"dup": 2}
+    assert ledger.total_balance() == 30_010
 
 
 def test_exactly_once_answers_a_repeat_with_a_new_token_from_its_record(ledger: Ledger) -> None:

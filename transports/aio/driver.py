@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from transports.admission import Peer
+from transports.aio.slots import ConnectionSlots
 from transports.endpoint import ServerEndpoint
 from transports.faults import FaultLink, LinkFaults
 from transports.links import Links
@@ -240,6 +242,8 @@ class ServerLimits:
     """Resource limits every server enforces (docs/SECURITY.md, "Limits")."""
 
     max_connections: int = 1024  # TCP: further connections are closed at once
+    #: TCP: connections from one host; further ones from it are closed at once.
+    max_connections_per_source: int = 256
     frame_timeout: float = 10.0  # TCP: a frame not complete this long after it began
     idle_timeout: float = 300.0  # TCP: a connection silent this long is closed
     max_peers_tracked: int = 4096  # per-peer fault state kept for UDP
@@ -253,7 +257,15 @@ class ServerLimits:
     amplification_factor: float = 3.0
 
     def __post_init__(self) -> None:
-        if min(self.max_connections, self.max_in_flight_per_connection, self.max_in_flight) < 1:
+        if (
+            min(
+                self.max_connections,
+                self.max_connections_per_source,
+                self.max_in_flight_per_connection,
+                self.max_in_flight,
+            )
+            < 1
+        ):
             raise ValueError("connection and in-flight limits must be at least 1")
         # "not x > 0" also refuses NaN.
         if not (self.frame_timeout > 0 and self.idle_timeout > 0):
@@ -272,6 +284,7 @@ class ServerContext:
         host: str = "127.0.0.1",
         port: int = 0,
         pool: concurrent.futures.Executor | None = None,
+        expensive_pool: concurrent.futures.Executor | None = None,
         limits: ServerLimits | None = None,
         faults: LinkFaults | None = None,
         seed: int = 0,
@@ -285,11 +298,17 @@ class ServerContext:
         self.host = host
         self.port = port
         self.pool = pool
+        #: Where the endpoint's expensive requests run (logins): their own
+        #: threads, so they never queue ahead of cheap blocking work.
+        self.expensive_pool = expensive_pool or pool
         self.limits = limits or ServerLimits()
         self.faults = faults
         self.seed = seed
         self._on_bad_input = on_bad_input
-        self.connections: set[object] = set()
+        limits = self.limits
+        self.slots = ConnectionSlots(
+            limits.max_connections, limits.max_connections_per_source, endpoint.count
+        )
         self._peers = 0
         self.in_flight = 0
         self.peak_in_flight = 0  # highest in_flight seen: tests check the caps hold
@@ -300,16 +319,18 @@ class ServerContext:
     def overloaded(self) -> bool:
         return self.in_flight >= self.limits.max_in_flight
 
-    def admit(self, connection: object) -> bool:
-        if len(self.connections) >= self.limits.max_connections:
-            self.endpoint.count("refused_connections")
-            return False
-        self.connections.add(connection)
-        self.endpoint.count("connections")
-        return True
+    @property
+    def connections(self) -> set[object]:
+        """The TCP connections holding a slot (``slots``)."""
+        return self.slots.connections
 
-    def release(self, connection: object) -> None:
-        self.connections.discard(connection)
+    def admit(self, connection: object, host: str, reap: Callable[[], int] | None = None) -> bool:
+        """Count a new TCP connection from ``host``, or refuse it (see ``ConnectionSlots``)."""
+        return self.slots.admit(connection, host, reap)
+
+    def release(self, connection: object, host: str) -> None:
+        """Uncount ``connection`` (closed, or its peer has); idempotent."""
+        self.slots.release(connection, host)
         self._parked.pop(connection, None)
 
     def park(self, connection: object, resume: Callable[[], None]) -> None:
@@ -329,6 +350,7 @@ class ServerContext:
         *,
         budget: int | None = None,
         on_done: Callable[[], None] | None = None,
+        peer: Peer | None = None,
     ) -> None:
         """Run one request through the endpoint; ``respond`` gets its reply, if any.
 
@@ -336,14 +358,24 @@ class ServerContext:
         worker pool. Decoding and deduplication (``receive``) always run here:
         they are cheap, so malformed input never occupies a worker thread.
         Counted in flight until finished; ``on_done`` runs then, replied or not.
+        Expensive requests (which the endpoint admitted) run in
+        ``expensive_pool``. ``peer``: where the request came from.
         """
         self._started()
         endpoint = self.endpoint
         now = time.monotonic()  # the default loop's clock: get_running_loop() costs a getpid()
-        received = endpoint.receive(data, now, budget)
+        received = endpoint.receive(data, now, budget, peer)
         if isinstance(received, Request):
+            expensive_pool = self.expensive_pool
+            if (
+                expensive_pool is not None
+                and received.op in endpoint.expensive_ops
+                and endpoint.expensive(received)
+            ):
+                self._complete_in_pool(expensive_pool, received, now, budget, respond, on_done)
+                return
             if self.pool is not None and endpoint.blocks(received):
-                self._complete_in_pool(received, now, budget, respond, on_done)
+                self._complete_in_pool(self.pool, received, now, budget, respond, on_done)
                 return
             received = endpoint.complete(received, now, budget)
         try:
@@ -354,6 +386,7 @@ class ServerContext:
 
     def _complete_in_pool(
         self,
+        pool: concurrent.futures.Executor,
         request: Request,
         now: float,
         budget: int | None,
@@ -363,13 +396,17 @@ class ServerContext:
         loop = asyncio.get_running_loop()
         complete = self.endpoint.complete
         try:
-            future = loop.run_in_executor(self.pool, complete, request, now, budget)
+            future = loop.run_in_executor(pool, complete, request, now, budget)
         except RuntimeError:  # the pool is shutting down: the server is stopping
             self.endpoint.count("dropped_shutdown")
+            self.endpoint.abandon(request)
             self._reply(None, respond, on_done)
             return
 
         def done(f: asyncio.Future[bytes | None]) -> None:
+            if f.cancelled():  # still queued when the server stopped: never ran
+                self.endpoint.count("dropped_shutdown")
+                self.endpoint.abandon(request)
             ok = not f.cancelled() and f.exception() is None
             self._reply(f.result() if ok else None, respond, on_done)
 

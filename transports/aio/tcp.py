@@ -4,9 +4,11 @@ The server reads frames, hands each to the endpoint and writes the reply
 frame. ``framing="seed"`` speaks the lab's protocol instead (64-byte ASCII
 length header in, plain text out) through a text handler, so the lab's own
 clients work unmodified. Limits (``ServerLimits``, docs/SECURITY.md):
-``max_connections`` (extra connections are closed at once and counted), a
-frame unfinished ``frame_timeout`` s after its first byte closes the
-connection, as does ``idle_timeout`` s of silence; at most
+``max_connections`` and ``max_connections_per_source`` (extra connections are
+closed at once and counted; when full, connections whose peer already closed
+are uncounted first), a frame unfinished ``frame_timeout`` s after its first byte closes the
+connection, as does ``idle_timeout`` s without a valid request (garbage does not keep a
+connection alive: only a reply written resets the idle timer); at most
 ``max_in_flight_per_connection`` requests per connection (and
 ``max_in_flight`` per server) execute at once, beyond that the connection
 stops being read (pause_reading), as it does while the peer leaves its
@@ -19,6 +21,7 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
+from transports.admission import Peer
 from transports.aio.driver import (
     STREAM_READ_SIZE,
     ConnectionLost,
@@ -30,6 +33,7 @@ from transports.aio.driver import (
     through_link,
     until_delivered,
 )
+from transports.aio.slots import closed_peers
 from transports.framing import (
     FramingError,
     LengthPrefixDecoder,
@@ -64,6 +68,8 @@ class _ServerConnection(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.links = Links()
+        self.peer: Peer | None = None
+        self.host = ""
         self.in_flight = 0
         self._last_activity = 0.0
         self._partial_since: float | None = None  # when the unfinished frame began
@@ -80,7 +86,11 @@ class _ServerConnection(asyncio.Protocol):
         # asyncio.Transport (they implement the same methods).
         self.transport = transport = cast(asyncio.Transport, transport)
         limit_read_size(transport, STREAM_READ_SIZE)
-        if not self.ctx.admit(self):
+        address = transport.get_extra_info("peername")
+        if isinstance(address, tuple) and len(address) >= 2:  # AF_INET, AF_INET6
+            self.host = str(address[0])
+            self.peer = Peer((self.host, int(address[1])), validated=True)  # by the handshake
+        if not self.ctx.admit(self, self.host, self._reap_closed):
             transport.abort()
             return
         self.links = links = self.ctx.links_for_peer(stream=True)
@@ -94,13 +104,31 @@ class _ServerConnection(asyncio.Protocol):
         self._arm_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.ctx.release(self)
+        self.ctx.release(self, self.host)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
+    def _reap_closed(self) -> int:
+        """Release the connections whose peer has closed (see ``transports.aio.slots``).
+
+        Only those being read: the loop reads their end-of-file within an
+        iteration or two and closes them. A paused one might keep it unread.
+        """
+        ctx = self.ctx
+        candidates = [
+            (_fileno(c), c)
+            for c in ctx.connections
+            if isinstance(c, _ServerConnection) and not c._reading_paused
+        ]
+        reaped = closed_peers(candidates)
+        for connection in reaped:
+            ctx.release(connection, connection.host)
+        if reaped:
+            ctx.endpoint.count("reaped_closed_connections", len(reaped))
+        return len(reaped)
+
     def data_received(self, data: bytes) -> None:
-        self._last_activity = self._time()
         try:
             self.decoder.feed(data)
         except FramingError as err:
@@ -179,7 +207,7 @@ class _ServerConnection(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             self.in_flight += 1
-            self.ctx.execute(message, self._on_reply, on_done=self._request_done)
+            self.ctx.execute(message, self._on_reply, on_done=self._request_done, peer=self.peer)
 
     def _request_done(self) -> None:
         self.in_flight -= 1
@@ -195,10 +223,12 @@ class _ServerConnection(asyncio.Protocol):
     def _write(self, reply: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
+            self._last_activity = self._time()  # a valid request: the peer is not idle
             transport.write(frame(reply))
 
     def _on_seed_text(self, text: str) -> None:
         assert self.seed_handler is not None and self.transport is not None
+        self._last_activity = self._time()
         reply, close = self.seed_handler(text)
         self.transport.write(reply.encode("utf-8"))
         if close:
@@ -244,6 +274,12 @@ class _ServerConnection(asyncio.Protocol):
         self.ctx.endpoint.count("closed_stalled_frame" if stalled else "closed_idle")
         self.ctx.log_bad_input("closing a stalled frame" if stalled else "closing idle")
         self._reset()
+
+
+def _fileno(connection: _ServerConnection) -> int:
+    transport = connection.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return sock.fileno() if sock is not None else -1
 
 
 async def start_tcp_server(

@@ -5,7 +5,9 @@ parsing, as is every datagram while ``max_in_flight`` requests are already
 queued (a UDP server cannot push back: it sheds load, and clients retry).
 No reply is larger than ``amplification_factor`` times the datagram it answers
 (UDP never validates the sender's address, so a spoofed request must not turn
-the server into an amplifier; QUIC's rule, RFC 9000 section 8). Server-side
+the server into an amplifier; QUIC's rule, RFC 9000 section 8). For the same
+reason every request carries its peer as unvalidated: the endpoint's admission
+asks an expensive request for an address token first. Server-side
 fault links, when configured, are kept per peer address (bounded, oldest
 forgotten first).
 """
@@ -16,6 +18,7 @@ import asyncio
 from collections import OrderedDict
 from typing import Any, cast
 
+from transports.admission import Peer
 from transports.aio.driver import (
     Inbox,
     ServerContext,
@@ -49,12 +52,13 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             ctx.endpoint.count("dropped_overload")
             return
         budget = int(ctx.limits.amplification_factor * len(data))
+        peer = Peer((addr[0], addr[1]), validated=False)
 
         def send(reply: bytes) -> None:
             self._send(reply, addr)
 
         if ctx.faults is None:
-            ctx.execute(data, send, budget=budget)
+            ctx.execute(data, send, budget=budget, peer=peer)
             return
         links = self._links_for(addr)
 
@@ -62,7 +66,7 @@ class _ServerProtocol(asyncio.DatagramProtocol):
             through_link(links.reply, reply, send, _no_reset)
 
         def execute(message: bytes) -> None:
-            ctx.execute(message, respond, budget=budget)
+            ctx.execute(message, respond, budget=budget, peer=peer)
 
         through_link(links.request, data, execute, _no_reset)
 
