@@ -46,7 +46,8 @@ from experiments.framework.options import (
     experiment_parser,
 )
 from experiments.outages_cell import REAL, STREAM, Load, OutageCell, OutageRecord, run_outage
-from experiments.outages_report import plot, render
+from experiments.outages_reading import reading_text
+from experiments.outages_report import LEGEND, plot, render
 from transports.faults import Cut
 from transports.retry import EXPO, EXPO_FULL, FIXED, POLICY_NAMES
 from transports.semantics import Semantics
@@ -266,6 +267,8 @@ OUTAGES = Experiment(
     render=render,
     plot=plot,
     jobs=jobs,
+    reading=reading_text,
+    legend=LEGEND,
 )
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from experiments import outages
 from experiments.outages_cell import Load, OutageCell, OutageRecord, drain_time, run_outage
-from experiments.outages_report import CLEARLY, render
+from experiments.outages_reading import CLEARLY
+from experiments.outages_report import render
 from transports.call import CallResult, Outcome
 from transports.faults import Cut
 from transports.semantics import Semantics
