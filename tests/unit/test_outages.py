@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import outages
+from experiments import outages, outages_cell
 from experiments.outages_cell import (
     BUDGET_RATIO,
     BUDGET_TOKENS,
@@ -24,7 +24,7 @@ from experiments.outages_cell import (
 from experiments.outages_reading import CLEARLY, budget, jitter
 from experiments.outages_report import COLUMNS, LEGEND, partition_table, render
 from transports.call import CallResult, Outcome
-from transports.faults import Cut
+from transports.faults import Cut, FaultSpec, Partition
 from transports.semantics import Semantics
 from transports.wire import Request
 
@@ -103,6 +103,23 @@ def test_budget_holds_amplification_near_what_its_tokens_and_ratio_allow(policy:
         1 + (LOAD.clients * BUDGET_TOKENS / 2 + BUDGET_RATIO * capped.audit.ok) / ops
     )
     assert allowance <= capped.amplification <= capped.budget_bound
+
+
+@pytest.mark.parametrize("policy", ["expo", "expo-full"])
+def test_budget_under_repeated_partitions_earns_retries_at_its_ratio(
+    policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 300 ms cut every 600 ms: once the first cut has spent the allowance, the
+    replies between cuts (ratio each) buy the retries of the next cuts, so there
+    are more than the allowance and no more than the configured ratio allows
+    (a budget earning 5x its ratio breaks the bound)."""
+    periodic = FaultSpec(partition=Partition(0.3, LOAD.partition_at, every=0.6))
+    monkeypatch.setattr(outages_cell, "fault_spec", lambda _load, _cell: periodic)
+    record = run_outage(LOAD, OutageCell("sim-udp", policy, True, EO, Cut.BOTH, 3.0))
+    retries = record.audit.attempts - record.audit.ops
+    assert retries > LOAD.clients * (BUDGET_TOKENS / 2 - 1)
+    assert record.budget_bound is not None
+    assert record.amplification <= record.budget_bound
 
 
 def test_at_most_once_duplicates_once_the_partition_outlasts_retention() -> None:
