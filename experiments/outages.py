@@ -20,10 +20,13 @@ By default the simulator, in virtual time (sim-udp: a cut datagram is lost;
 sim-tcp: TCP retransmits on its RTO back-off until a copy goes out after the
 heal): one seed reproduces every table exactly. ``--transports udp,tcp``
 runs the same cells on real loopback sockets, one at a time, in real time
-(200 clients keep their steady load on a 2-core machine, 400 do not; the
-heal's burst saturates the one server process). The default run (about 1.5 minutes on 2
-shared cores) writes results/outages.{json,csv,md,png}; ``--quick`` runs 40
-clients and three policies.
+(on a 2-core machine 200 clients keep their schedule; with 400 the one server
+process no longer answers within the timeout before the partition: see
+results/outages_real_400.md; after the heal its throughput caps the burst).
+The default run (about 1.5 minutes on 2 shared cores) writes
+results/outages.{json,csv,md,png}, with the reading of the four claims and
+the legend of the columns (``experiments.outages_reading``,
+``experiments.outages_report``); ``--quick`` runs 40 clients and three policies.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from experiments.framework.options import (
     experiment_parser,
 )
 from experiments.outages_cell import REAL, STREAM, Load, OutageCell, OutageRecord, run_outage
-from experiments.outages_report import plot, render
+from experiments.outages_reading import reading_text
+from experiments.outages_report import LEGEND, plot, render
 from transports.faults import Cut
 from transports.retry import EXPO, EXPO_FULL, FIXED, POLICY_NAMES
 from transports.semantics import Semantics
@@ -266,6 +270,8 @@ OUTAGES = Experiment(
     render=render,
     plot=plot,
     jobs=jobs,
+    reading=reading_text,
+    legend=LEGEND,
 )
 
 

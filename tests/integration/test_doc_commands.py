@@ -122,12 +122,20 @@ COMMANDS: dict[str, Kind] = {
     "python -m services client atm --transport udp --port 5050 --timeout 0.2 --attempts 10": Kind(
         RUN
     ),
+    "python -m transports.proxy --transport udp --listen 127.0.0.1:5050 "
+    "--upstream 127.0.0.1:5051 --faults partition=3s,partition_dir=replies --seed 1": Kind(SERVE),
+    "python -m services client atm --transport udp --port 5050 --timeout 0.5 --attempts 10": Kind(
+        RUN
+    ),
     "python -m transports.netns probe": Kind(RUN, expect="kernel backend:"),
     "python -m transports.netns cleanup": Kind(
         ROOT_ONLY, "deletes network namespaces on a machine shared with other developers"
     ),
     "python -m transports.netns up --faults loss=0.1": Kind(
         ROOT_ONLY, "creates network namespaces and holds them until Ctrl-C"
+    ),
+    "python -m transports.netns up --faults partition=2s,partition_at=1s,partition_dir=replies": (
+        Kind(ROOT_ONLY, "creates network namespaces and holds them until Ctrl-C")
     ),
     "ip netns exec rtfault-...-b python -m services serve bank --transport udp "
     "--host 10.213.0.2": Kind(ROOT_ONLY, "needs the namespaces `netns up` printed"),

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from experiments import outages
-from experiments.outages_cell import Load, OutageCell, OutageRecord, drain_time, run_outage
-from experiments.outages_report import CLEARLY, render
+from experiments import outages, outages_cell
+from experiments.outages_cell import (
+    BUDGET_RATIO,
+    BUDGET_TOKENS,
+    Load,
+    OutageCell,
+    OutageRecord,
+    drain_time,
+    run_outage,
+)
+from experiments.outages_reading import CLEARLY, budget, jitter
+from experiments.outages_report import COLUMNS, LEGEND, partition_table, render
 from transports.call import CallResult, Outcome
-from transports.faults import Cut
+from transports.faults import Cut, FaultSpec, Partition
 from transports.semantics import Semantics
 from transports.wire import Request
 
@@ -73,6 +86,42 @@ def test_budget_caps_amplification_within_its_bound(policy: str) -> None:
     assert capped.audit.unknown > free.audit.unknown  # the price: it gives up sooner
 
 
+@pytest.mark.parametrize("policy", ["fixed", "expo", "expo-full"])
+def test_budget_holds_amplification_near_what_its_tokens_and_ratio_allow(policy: str) -> None:
+    """gRFC A6: each client spends its starting allowance, then 1 retry per 1/ratio replies.
+
+    In the partition every attempt fails, so each client retries until its
+    tokens reach half the maximum: max/2 - 1 retries (4 of 10 tokens), no fewer.
+    After the heal only replies earn tokens (ratio each), so the retries can
+    never exceed max/2 per client plus ratio per reply: the bound.
+    """
+    capped = run(policy, budget=True)
+    ops = capped.audit.ops
+    allowance = 1 + LOAD.clients * (BUDGET_TOKENS / 2 - 1) / ops
+    assert capped.budget_bound is not None
+    assert capped.budget_bound == pytest.approx(
+        1 + (LOAD.clients * BUDGET_TOKENS / 2 + BUDGET_RATIO * capped.audit.ok) / ops
+    )
+    assert allowance <= capped.amplification <= capped.budget_bound
+
+
+@pytest.mark.parametrize("policy", ["expo", "expo-full"])
+def test_budget_under_repeated_partitions_earns_retries_at_its_ratio(
+    policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 300 ms cut every 600 ms: once the first cut has spent the allowance, the
+    replies between cuts (ratio each) buy the retries of the next cuts, so there
+    are more than the allowance and no more than the configured ratio allows
+    (a budget earning 5x its ratio breaks the bound)."""
+    periodic = FaultSpec(partition=Partition(0.3, LOAD.partition_at, every=0.6))
+    monkeypatch.setattr(outages_cell, "fault_spec", lambda _load, _cell: periodic)
+    record = run_outage(LOAD, OutageCell("sim-udp", policy, True, EO, Cut.BOTH, 3.0))
+    retries = record.audit.attempts - record.audit.ops
+    assert retries > LOAD.clients * (BUDGET_TOKENS / 2 - 1)
+    assert record.budget_bound is not None
+    assert record.amplification <= record.budget_bound
+
+
 def test_at_most_once_duplicates_once_the_partition_outlasts_retention() -> None:
     short = run("expo", AMO, cut=Cut.REPLIES, length=0.5)
     long = run("expo", AMO, cut=Cut.REPLIES, length=2.0)
@@ -90,6 +139,8 @@ def test_reply_only_partition_applies_deposits_clients_report_unknown(
     assert record.audit.unknown > 0
     assert record.audit.phantom == record.audit.unknown  # every unknown one was applied
     assert record.audit.lost == 0
+    deposits = record.audit.deposits
+    assert deposits is not None and deposits.phantom > 0  # money in that nobody was told of
 
 
 def test_requests_cut_applies_nothing_the_clients_gave_up_on() -> None:
@@ -111,6 +162,71 @@ def test_same_seed_same_tables() -> None:
     assert render([first], {"python": "x", "cpus": 1}) == render(
         [second], {"python": "x", "cpus": 1}
     )
+
+
+def _outages(cwd: Path, hash_seed: str, seed: int) -> None:
+    argv = ["--clients", "20", "--policies", "fixed,expo-full", "--semantics", "at-most-once",
+            "--partition", "1s", "--after", "500ms", "--reply-only", "2s", "--jobs", "2",
+            "--seed", str(seed), "--out", "out", "--no-progress"]  # fmt: skip
+    cwd.mkdir()
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    subprocess.run([sys.executable, "-m", "experiments.outages", *argv], cwd=cwd, env=env,
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+
+
+def test_two_runs_same_seed_write_identical_tables(tmp_path: Path) -> None:
+    """The simulator's tables depend on the seed alone: not on the process, its hash
+    seed (set and dict order of strings) or which worker process ran a cell."""
+    _outages(tmp_path / "a", "1", seed=5)
+    _outages(tmp_path / "b", "2", seed=5)
+    _outages(tmp_path / "c", "1", seed=6)
+    first, second, other = ((tmp_path / d / "out" / "outages.md").read_text() for d in "abc")
+    assert "| fixed" in first
+    assert first == second
+    assert (tmp_path / "a/out/outages.csv").read_bytes() == (
+        tmp_path / "b/out/outages.csv"
+    ).read_bytes()
+    # Past the "Command:" line (whose --seed differs), another seed, other tables.
+    assert other.split("\n", 3)[3] != first.split("\n", 3)[3]
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.split("|")[1:-1]]
+
+
+def test_tables_show_policy_and_budget_once_per_group_and_the_bound_only_if_budgeted() -> None:
+    free = [run("expo", s) for s in (ALO, EO)]
+    lines = partition_table(free).splitlines()
+    assert "budget bound" not in _cells(lines[0])
+    assert _cells(lines[2])[:3] == ["expo", "no", "at-least-once"]
+    assert _cells(lines[3])[:3] == ["", "", "exactly-once"]
+    lines = partition_table([*free, run("expo", EO, budget=True)]).splitlines()
+    assert "budget bound" in _cells(lines[0])
+    assert _cells(lines[4])[:3] == ["expo", "yes", "exactly-once"]  # a new group
+
+
+def test_legend_explains_every_column() -> None:
+    names = [
+        part.strip() for line in LEGEND.splitlines()[3:] for part in line.split("|")[1].split(" / ")
+    ]
+    for column in COLUMNS:
+        assert column.header in names or column.header.split()[0] in names, column.header
+
+
+def test_reading_says_whether_each_claim_holds() -> None:
+    load = dataclasses.replace(LOAD, clients=60)
+    rows = [run_outage(load, OutageCell("sim-udp", p, False, EO, Cut.BOTH, 2.0))
+            for p in ("fixed", "expo", "expo-full")]  # fmt: skip
+    assert "the claim holds" in (jitter(rows) or "")
+    flat = [dataclasses.replace(r, peak=rows[2].peak) for r in rows]  # no spike left
+    assert "does not hold" in (jitter(flat) or "")
+    capped = [run("expo", budget=True)]
+    assert (budget(capped) or "").endswith("within its bound: yes.")
+    bound = capped[0].budget_bound
+    assert bound is not None
+    over = [dataclasses.replace(capped[0], amplification=bound + 0.01)]
+    assert (budget(over) or "").endswith("within its bound: NO.")
+    assert jitter(capped) is None and budget([run("expo")]) is None
 
 
 def _results(finished: list[float]) -> list[CallResult]:
