@@ -200,7 +200,7 @@ def run_in_sim(
         service = BankService(ledger)
         if trace is None:
             endpoint = ServerEndpoint(service, workload.semantics)
-            links = schedule.links(clients, stream=model.stream, tcp=model.recovery)
+            links = schedule.links(clients, stream=model.stream, tcp=model.recovery, origin=0.0)
         else:
             rows = functools.partial(_count_rows, ledger)
             endpoint = TracedEndpoint(service, workload.semantics, schedule.crash_at, trace, rows)

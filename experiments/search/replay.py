@@ -137,7 +137,6 @@ async def _real(
     seed: int,
 ) -> ScheduleRun:
     stream = transport == "tcp"
-    links = schedule.links(clients, stream=stream, tcp=model.recovery)
     with bank.fresh() as ledger:
         endpoint = ScheduledCrashes(BankService(ledger), workload.semantics, schedule.crash_at)
         operations = workload.operations(clients)
@@ -145,6 +144,9 @@ async def _real(
         server = await start_server(transport, ServerContext(endpoint, host=HOST))
         lag = LoopLag()
         watch = asyncio.create_task(lag.watch())
+        # Partition windows count from here, as the simulator's from its time 0.
+        origin = asyncio.get_running_loop().time()
+        links = schedule.links(clients, stream=stream, tcp=model.recovery, origin=origin)
         try:
             channels = [_channel(transport, server.port, pair) for pair in links]
             per_client = await asyncio.gather(

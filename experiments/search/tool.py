@@ -65,7 +65,11 @@ def run_search(config: SearchConfig, bank: BankTemplate) -> SearchAnswer:
     if found.schedule is None or found.clients is None:
         return SearchAnswer(config, found.runs)
     clients = found.clients
-    minimal = one_minimal(found.schedule, lambda s: check(clients, s) is not None)
+
+    def fails(schedule: FaultSchedule) -> bool:
+        return check(clients, schedule) is not None
+
+    minimal = one_minimal(found.schedule, fails, space.windows)
     steps: list[Step] = []
     explained = run(clients, minimal, steps)
     timeline = tuple(timeline_lines(steps))
@@ -75,13 +79,18 @@ def run_search(config: SearchConfig, bank: BankTemplate) -> SearchAnswer:
 def describe(config: SearchConfig) -> list[str]:
     """What a search covers, in a few lines."""
     space = config.space()
-    links = [k for k in config.faults if k not in CRASH_KINDS]
     crashes = [k for k in config.faults if k in CRASH_KINDS]
+    on = " and ".join(config.directions)
     kinds = []
-    if links:
+    if space.actions:
         actions = ", ".join(str(a) for a in space.actions)
-        on = " and ".join(config.directions)
         kinds.append(f"{actions} on {on} messages #0-{space.max_index} of each client")
+    if space.windows:
+        longest = max(w.end - w.start for w in space.windows)
+        kinds.append(
+            f"a partition of {on} links of each client, {len(space.windows)} windows "
+            f"from 0 to {max(w.end for w in space.windows) * 1e3:g} ms, up to {longest * 1e3:g} ms long"
+        )
     if crashes:
         points = " and ".join(k.removeprefix("crash-") for k in crashes)
         kinds.append(f"crashes {points} apply at request arrivals #0-{space.max_arrival}")
@@ -119,11 +128,15 @@ def render_search(answer: SearchAnswer) -> str:
     plural = "s" * (schedule.faults != 1)
     lines.append(
         f"counterexample after {answer.runs} runs, {clients} client{'s' * (clients != 1)}, "
-        f"{schedule.faults} fault{plural} (1-minimal: removing any one fault repairs it):"
+        f"{schedule.faults} fault{plural} (1-minimal: removing any one fault repairs it"
+        f"{_NARROW if _has_window(schedule) else ''}):"
     )
     lines.append(f"  {schedule}")
     if answer.shrunk != schedule:
-        lines.append(f"  (Hypothesis shrank it to '{answer.shrunk}'; single faults removed since)")
+        since = "single faults removed" + (
+            " or windows narrowed" if _has_window(answer.shrunk) else ""
+        )
+        lines.append(f"  (Hypothesis shrank it to '{answer.shrunk}'; {since} since)")
     lines.append(f"why it breaks {config.prop.value}:")
     lines += [f"  {line}" for line in explain(answer.run, config.prop)]
     lines += [f"  {line}" for line in tcp_note(config, answer.run)]
@@ -134,12 +147,21 @@ def render_search(answer: SearchAnswer) -> str:
     return "\n".join(lines)
 
 
+_NARROW = ", as does narrowing a partition window to any shorter one inside it"
+
+
+def _has_window(schedule: FaultSchedule | None) -> bool:
+    clients = () if schedule is None else schedule.clients
+    return any(p.request_window or p.reply_window for p in clients)
+
+
 def tcp_note(config: SearchConfig, run: ScheduleRun) -> list[str]:
     """Under the TCP model a drop is late, not lost: say so when that made the violation."""
     late = sum(counts.get("retransmitted", 0) for counts in run.links.values())
     if not late or config.model is not Model.TCP:
         return []
-    what = "the dropped message" if late == 1 else f"the {late} dropped messages"
+    cut = "dropped or cut" if any(c.get("partition") for c in run.links.values()) else "dropped"
+    what = f"the {cut} message" if late == 1 else f"the {late} {cut} messages"
     return [
         f"no message was lost: TCP retransmitted {what} after its RTO (~204 ms), but the "
         f"client's timeout ({config.timeout * 1e3:g} ms) is shorter, so it retried first"
