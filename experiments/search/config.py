@@ -65,6 +65,7 @@ class SearchConfig:
     timeout: float = DEFAULT_TIMEOUT
     attempts: int = 20
     ops: int = 3
+    retention: float | None = None  # at-most-once reply cache; None: its default (300 s)
     faults: tuple[str, ...] = DEFAULT_FAULTS
     directions: tuple[str, ...] = DIRECTIONS
     prop: Property = Property.NO_DUPLICATE
@@ -90,7 +91,7 @@ class SearchConfig:
         return dataclasses.replace(parse_policy(self.policy), timeout=self.timeout)
 
     def workload(self) -> Workload:
-        return Workload(self.semantics, self.retry_policy, self.attempts, self.ops)
+        return Workload(self.semantics, self.retry_policy, self.attempts, self.ops, self.retention)
 
     def space(self) -> SearchSpace:
         actions = tuple(
@@ -133,6 +134,13 @@ def add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=duration, default=DEFAULT_TIMEOUT, help="per attempt")
     p.add_argument("--attempts", type=int, default=20, help="at most this many per call")
     p.add_argument("--ops", type=int, default=3, help="deposits per client, one at a time")
+    p.add_argument(
+        "--retention",
+        type=duration,
+        default=None,
+        help="at-most-once: how long the server's reply cache keeps a reply (default: the "
+        "cache's own, 300 s)",
+    )
     p.add_argument("--property", dest="prop", choices=PROPERTIES, default="no-duplicate")
     p.add_argument("--seed", type=int, default=1, help="the search's seed (and jittered retries')")
 
@@ -146,6 +154,7 @@ def config_from_args(args: argparse.Namespace, **search: object) -> SearchConfig
         timeout=args.timeout,
         attempts=args.attempts,
         ops=args.ops,
+        retention=args.retention,
         prop=Property(args.prop),
         seed=args.seed,
         **search,  # type: ignore[arg-type]

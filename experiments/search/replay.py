@@ -49,7 +49,7 @@ from transports.call import CallResult
 from transports.endpoint import ServerEndpoint
 from transports.links import Links
 from transports.schedule import FaultSchedule
-from transports.semantics import Semantics
+from transports.semantics import ReplyCache, Semantics
 from transports.service import Service
 from transports.sim import CrashPoint, CrashPolicy
 from transports.wire import Request
@@ -68,8 +68,14 @@ class ScheduledCrashes(ServerEndpoint):
     ever admitted but unfinished when a crash strikes.
     """
 
-    def __init__(self, service: Service, semantics: Semantics, policy: CrashPolicy) -> None:
-        super().__init__(service, semantics)
+    def __init__(
+        self,
+        service: Service,
+        semantics: Semantics,
+        policy: CrashPolicy,
+        reply_cache: ReplyCache | None = None,
+    ) -> None:
+        super().__init__(service, semantics, reply_cache)
         self.policy = policy
         self.arrivals = 0
         self.crashes: list[tuple[int, CrashPoint]] = []
@@ -138,7 +144,9 @@ async def _real(
 ) -> ScheduleRun:
     stream = transport == "tcp"
     with bank.fresh() as ledger:
-        endpoint = ScheduledCrashes(BankService(ledger), workload.semantics, schedule.crash_at)
+        endpoint = ScheduledCrashes(
+            BankService(ledger), workload.semantics, schedule.crash_at, workload.reply_cache()
+        )
         operations = workload.operations(clients)
         opening = ledger.total_balance()
         server = await start_server(transport, ServerContext(endpoint, host=HOST))

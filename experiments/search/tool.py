@@ -96,12 +96,19 @@ def describe(config: SearchConfig) -> list[str]:
         kinds.append(f"crashes {points} apply at request arrivals #0-{space.max_arrival}")
     return [
         f"property: {config.prop.value} ({config.prop.meaning})",
-        f"semantics {config.semantics.value}; network model {_MODEL[config.model]}",
+        f"semantics {config.semantics.value}{_retention(config)}; network model "
+        f"{_MODEL[config.model]}",
         f"retries: {config.retry_policy.describe()}, at most {config.attempts} attempts "
         f"(maybe: 1); 1-{config.clients} clients, {config.ops} deposits each, one at a time",
         f"faults: {'; '.join(kinds)}; at most {config.max_faults} per schedule",
         f"budget {config.examples} examples, seed {config.seed} (the simulator, virtual time)",
     ]
+
+
+def _retention(config: SearchConfig) -> str:
+    if config.retention is None:
+        return ""
+    return f" (the reply cache keeps a reply {config.retention * 1e3:g} ms)"
 
 
 def replay_command(config: SearchConfig, schedule: FaultSchedule, clients: int) -> str:
@@ -110,6 +117,8 @@ def replay_command(config: SearchConfig, schedule: FaultSchedule, clients: int) 
     if config.policy != "fixed":
         argv += ["--policy", config.policy]
     argv += ["--timeout", f"{config.timeout * 1e3:g}ms", "--attempts", str(config.attempts)]
+    if config.retention is not None:
+        argv += ["--retention", f"{config.retention * 1e3:g}ms"]
     argv += ["--ops", str(config.ops), "--clients", str(clients)]
     argv += ["--property", config.prop.value, "--seed", str(config.seed)]
     return shlex.join(argv)
@@ -172,7 +181,7 @@ def render_replay(config: SearchConfig, schedule: FaultSchedule, result: Replay)
     stream = config.model if config.model.stream else Model.TCP
     lines = [
         f"replay of '{schedule}'",
-        f"  semantics {config.semantics.value}; retries {config.retry_policy.describe()}, at most "
+        f"  semantics {config.semantics.value}{_retention(config)}; retries {config.retry_policy.describe()}, at most "
         f"{config.attempts} attempts; {config.ops} deposits per client",
         f"  udp and sim-udp: datagram rules; tcp and sim-tcp: {_MODEL[stream]}",
         "  tcp and udp: real loopback sockets, the schedule's links in the client channels",

@@ -15,7 +15,7 @@ from transports.endpoint import ServerEndpoint
 from transports.faults import TcpRecovery, Verdict
 from transports.links import Links
 from transports.schedule import DELIVER, Action, FaultSchedule, ScheduledLink, Window
-from transports.semantics import Semantics
+from transports.semantics import ReplyCache, Semantics
 from transports.service import Service
 from transports.sim import CrashPoint, CrashPolicy
 from transports.wire import Request, WireError, decode_message
@@ -120,8 +120,9 @@ class TracedEndpoint(ServerEndpoint):
         crashes: CrashPolicy,
         steps: list[Step],
         rows: Callable[[], int],
+        reply_cache: ReplyCache | None = None,
     ) -> None:
-        super().__init__(service, semantics)
+        super().__init__(service, semantics, reply_cache)
         self.crashes = crashes
         self.steps = steps
         self.rows = rows  # how many rows the ledger holds
