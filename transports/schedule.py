@@ -26,6 +26,7 @@ lost datagram; a lost TCP transmission that TCP sends again after the heal).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from collections.abc import Sequence
@@ -234,6 +235,18 @@ class ClientSchedule:
     def window(self, direction: str) -> Window | None:
         """The partition window of the ``request`` or ``reply`` link."""
         return self.request_window if direction == "request" else self.reply_window
+
+    def with_actions(self, direction: str, actions: Sequence[Action]) -> ClientSchedule:
+        """This plan with the ``request`` or ``reply`` link's actions replaced."""
+        if direction == "request":
+            return dataclasses.replace(self, request=tuple(actions))
+        return dataclasses.replace(self, reply=tuple(actions))
+
+    def with_window(self, direction: str, window: Window | None) -> ClientSchedule:
+        """This plan with the ``request`` or ``reply`` link's partition window replaced."""
+        if direction == "request":
+            return dataclasses.replace(self, request_window=window)
+        return dataclasses.replace(self, reply_window=window)
 
     @property
     def faults(self) -> int:

@@ -19,7 +19,7 @@ from experiments.search.bank import Model, Workload
 from experiments.search.properties import Property
 from experiments.search.space import DIRECTIONS, SearchSpace, partition_windows
 from transports.retry import POLICY_NAMES, RetryPolicy, parse_policy
-from transports.schedule import DROP, DUPLICATE, Action, delay
+from transports.schedule import DROP, DUPLICATE, Action, Window, delay
 from transports.semantics import Semantics
 from transports.sim import CrashPoint
 
@@ -98,7 +98,7 @@ class SearchConfig:
             a for k in LINK_KINDS if k in self.faults for a in _link_actions(k, self.timeout)
         )
         crashes = tuple(point for k, point in CRASH_KINDS.items() if k in self.faults)
-        windows = ()
+        windows: tuple[Window, ...] = ()
         if PARTITION in self.faults:
             windows = partition_windows(self.timeout, PARTITION_EDGES_PER_OP * self.ops)
         return SearchSpace(

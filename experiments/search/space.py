@@ -194,13 +194,13 @@ def without_each_fault(schedule: FaultSchedule) -> Iterator[FaultSchedule]:
         actions: tuple[Action, ...] = getattr(plan, direction)
         cleared = (*actions[:k], DELIVER, *actions[k + 1 :])
         clients = list(schedule.clients)
-        clients[i] = replace(plan, **{direction: cleared})
+        clients[i] = plan.with_actions(direction, cleared)
         yield replace(schedule, clients=tuple(clients))
     for i, plan in enumerate(schedule.clients):
         for direction in ("request", "reply"):
             if plan.window(direction) is not None:
                 clients = list(schedule.clients)
-                clients[i] = replace(plan, **{f"{direction}_window": None})
+                clients[i] = plan.with_window(direction, None)
                 yield replace(schedule, clients=tuple(clients))
 
 
@@ -216,7 +216,7 @@ def narrower_windows(schedule: FaultSchedule, windows: Sequence[Window]) -> Iter
                 inside = current.start <= window.start and window.end <= current.end
                 if inside and window != current:
                     clients = list(schedule.clients)
-                    clients[i] = replace(plan, **{f"{direction}_window": window})
+                    clients[i] = plan.with_window(direction, window)
                     yield replace(schedule, clients=tuple(clients))
 
 

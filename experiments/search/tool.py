@@ -87,9 +87,10 @@ def describe(config: SearchConfig) -> list[str]:
         kinds.append(f"{actions} on {on} messages #0-{space.max_index} of each client")
     if space.windows:
         longest = max(w.end - w.start for w in space.windows)
+        last = max(w.end for w in space.windows)
         kinds.append(
             f"a partition of {on} links of each client, {len(space.windows)} windows "
-            f"from 0 to {max(w.end for w in space.windows) * 1e3:g} ms, up to {longest * 1e3:g} ms long"
+            f"from 0 to {last * 1e3:g} ms, up to {longest * 1e3:g} ms long"
         )
     if crashes:
         points = " and ".join(k.removeprefix("crash-") for k in crashes)
@@ -181,8 +182,9 @@ def render_replay(config: SearchConfig, schedule: FaultSchedule, result: Replay)
     stream = config.model if config.model.stream else Model.TCP
     lines = [
         f"replay of '{schedule}'",
-        f"  semantics {config.semantics.value}{_retention(config)}; retries {config.retry_policy.describe()}, at most "
-        f"{config.attempts} attempts; {config.ops} deposits per client",
+        f"  semantics {config.semantics.value}{_retention(config)}; retries "
+        f"{config.retry_policy.describe()}, at most {config.attempts} attempts; "
+        f"{config.ops} deposits per client",
         f"  udp and sim-udp: datagram rules; tcp and sim-tcp: {_MODEL[stream]}",
         "  tcp and udp: real loopback sockets, the schedule's links in the client channels",
     ]
