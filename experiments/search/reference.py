@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from experiments.framework.options import add_output_options, environment, error
+from experiments.framework.options import add_output_options, environment, error, run_folder
 from experiments.framework.records import Record
 from experiments.framework.results import Results, write_results
 from experiments.framework.tables import legend, section
@@ -52,7 +52,7 @@ def searches(examples: int) -> list[SearchConfig]:
         at(Semantics.AT_LEAST_ONCE, model=Model.TCP, faults=("drop",), timeout=1.0),
         at(Semantics.AT_MOST_ONCE, faults=("partition",), retention=SHORT_RETENTION),
         at(Semantics.AT_MOST_ONCE, faults=("partition",)),
-        at(Semantics.EXACTLY_ONCE, faults=(*CRASHY, "partition"), retention=SHORT_RETENTION),
+        at(Semantics.EXACTLY_ONCE, faults=(*CRASHY, "partition")),
     ]
 
 
@@ -131,7 +131,8 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES, help="budget per search")
     add_output_options(p, "search", quick=None, progress=False)
     args = p.parse_args(argv)
-    config = ReferenceConfig(args.examples, args.out, args.name)
+    # No --out: this run's own folder (results/runs/<UTC time>), as every experiment.
+    config = ReferenceConfig(args.examples, args.out or run_folder(), args.name)
     try:
         searches(config.examples)  # checks the budget before anything runs
     except ValueError as err:
@@ -223,34 +224,42 @@ LEGEND = legend(
 
 
 def reading(records: Sequence[SearchRecord]) -> str:
-    """What the searches show, computed from their records."""
+    """What the searches show, as Markdown bullets computed from their records."""
     found = [r for r in records if r.counterexample]
     none = [r for r in records if not r.counterexample]
-    agree = sum(_agrees(r) for r in found)
-    sizes = sorted({r.size for r in found})
+    sizes = " or ".join(str(n) for n in sorted({r.size for r in found})) or "no"
     lines = [
-        f"{len(records)} searches: {len(found)} found a counterexample of "
-        f"{' or '.join(map(str, sizes)) or 'no'} fault(s), {len(none)} none within the budget "
-        f"({', '.join(_name(r) for r in none) or 'none'}). In {agree} of the {len(found)} "
-        "counterexamples both real replays agree with the simulator."
+        f"- {len(records)} searches: {len(found)} found a 1-minimal counterexample "
+        f"({sizes} faults), {len(none)} found none within their budget.",
+        f"- In {sum(_agrees(r) for r in found)} of the {len(found)} counterexamples the real "
+        "UDP and TCP replays agree with the simulator, deposit by deposit.",
     ]
     exactly = [r for r in records if r.semantics == Semantics.EXACTLY_ONCE.value]
     if exactly:
-        broken = [r for r in exactly if r.counterexample]
+        broken = sum(bool(r.counterexample) for r in exactly)
+        kinds = "; ".join(r.faults for r in exactly)
         lines.append(
-            f"Exactly-once: {len(broken)} counterexample(s) in {len(exactly)} search(es) "
-            f"({', '.join(r.faults for r in exactly)})."
+            f"- Exactly-once: {broken} counterexamples in {len(exactly)} searches "
+            f"(faults: {kinds})."
         )
     for r in records:
         if "partition" not in r.faults:
             continue
-        if r.counterexample:
-            lines.append(
-                f"{_name(r)}: `{r.counterexample}` duplicates a deposit ({_duplicated(r)})."
+        if not r.counterexample:
+            lines.append(f"- {_name(r)}: none in {r.examples} examples.")
+            continue
+        why = ""
+        if r.retention_ms is not None and r.semantics == Semantics.AT_MOST_ONCE.value:
+            why = (
+                f": a partition that cuts replies until the reply cache ({r.retention_ms:g} ms) "
+                "has let the first one go, so the retry that gets through finds no cached "
+                "reply and runs the deposit again"
             )
-        else:
-            lines.append(f"{_name(r)}: no duplicate in {r.examples} examples.")
-    return "\n\n".join(lines)
+        lines.append(
+            f"- {_name(r)}: `{r.counterexample}` applies a deposit twice{why} "
+            f"(duplicated per replay: {_duplicated(r)})."
+        )
+    return "\n".join(lines)
 
 
 def _name(r: SearchRecord) -> str:
