@@ -131,7 +131,7 @@ def partition_windows(step: float, edges: int) -> tuple[Window, ...]:
 
 
 def _simplest(window: Window) -> tuple[float, float]:
-    return (window.end - window.start, window.start)
+    return (round(window.end - window.start, 9), window.start)  # no float noise in ties
 
 
 def _target(event: Event) -> object:
