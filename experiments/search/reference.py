@@ -126,7 +126,8 @@ def main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m experiments.search reference",
         description="Run the reference searches (each semantics against no-duplicate, the TCP "
-        "model below and above its RTO), replay what they find, write results/search.*",
+        "model below and above its RTO, partitions against a short and the default reply "
+        "cache), replay what they find, write results/search.*",
     )
     p.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES, help="budget per search")
     add_output_options(p, "search", quick=None, progress=False)
