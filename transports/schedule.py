@@ -16,17 +16,25 @@ is the third message client 0 sends (any attempt of any call), ``client0
 reply #0`` the first reply that reaches client 0's link. Crash indices count
 request arrivals at the server over all clients, from 0 (see
 ``transports.sim``). Messages beyond a list are delivered untouched.
+
+A link may also carry one timed fault, a partition window (``Window``), in
+the same item: ``client0 reply: partition 225ms-525ms`` cuts every reply to
+client 0 sent from 225 ms to 525 ms after the run's start (start inclusive,
+end exclusive), by ``transports.faults.partition.Partition``'s own rules (a
+lost datagram; a lost TCP transmission that TCP sends again after the heal).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from transports.faults import Fate, FaultLink, LinkFaults, TcpRecovery
+from transports.faults import Fate, FaultLink, LinkFaults, Partition, TcpRecovery
+from transports.faults.partition import MAX_SECONDS
 from transports.links import Links
 from transports.sim import CrashPoint
 
@@ -39,6 +47,7 @@ __all__ = [
     "ClientSchedule",
     "FaultSchedule",
     "ScheduledLink",
+    "Window",
     "delay",
 ]
 
@@ -98,6 +107,41 @@ DROP = Action(ActionKind.DROP)
 DUPLICATE = Action(ActionKind.DUPLICATE)
 
 
+@dataclass(frozen=True)
+class Window:
+    """A partition of one link: what it sends in ``[start, end)`` (seconds from the run's start)
+    is cut."""
+
+    start: float
+    end: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.start < self.end <= MAX_SECONDS:
+            raise ValueError(
+                f"a partition window needs 0 <= start < end <= {MAX_SECONDS:g} s, "
+                f"got {self.start!r}-{self.end!r}"
+            )
+
+    def partition(self) -> Partition:
+        """The fault layer's partition for the link that carries this window."""
+        return Partition(duration=self.end - self.start, start=self.start)
+
+    def __str__(self) -> str:
+        return f"partition {_format_duration(self.start)}-{_format_duration(self.end)}"
+
+    @classmethod
+    def parse(cls, text: str) -> Window:
+        match = _WINDOW.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(
+                f"expected 'partition START-END' like partition 0ms-300ms, got {text!r}"
+            )
+        return cls(_parse_duration(match[1]), _parse_duration(match[2]))
+
+
+_WINDOW = re.compile(r"partition (\S+?)-(\S+)")
+
+
 def delay(seconds: float) -> Action:
     """Hold a message back ``seconds``: later messages overtake it (reordering)."""
     return Action(ActionKind.DELAY, seconds)
@@ -111,7 +155,9 @@ class ScheduledLink(FaultLink):
     transmission and TCP recovers as ``tcp`` says (retransmitted after the
     RTO, holding back later messages; or, with ``TcpRecovery.RESET``, the
     connection breaks); duplicates are absorbed and a delayed message holds
-    back the ones behind it.
+    back the ones behind it. ``window``: a partition of this link, timed from
+    ``origin`` (the driver's clock; None: this link's first message), cut by
+    ``FaultLink``'s partition rules.
     """
 
     def __init__(
@@ -122,8 +168,16 @@ class ScheduledLink(FaultLink):
         stream: bool = False,
         gap: float = DEFAULT_GAP,
         tcp: TcpRecovery = TcpRecovery.RETRANSMIT,
+        window: Window | None = None,
+        origin: float | None = None,
     ) -> None:
-        super().__init__(LinkFaults(tcp=tcp), 0, label, stream=stream)
+        faults = (
+            LinkFaults(tcp=tcp)
+            if window is None
+            else LinkFaults(tcp=tcp, partition=window.partition())
+        )
+        super().__init__(faults, 0, label, stream=stream, origin=origin)
+        self.window = window
         self.actions = tuple(actions)
         self.gap = gap
         self.sent = 0  # index of the next message
@@ -141,8 +195,9 @@ class ScheduledLink(FaultLink):
 
     def __repr__(self) -> str:
         mode = "stream" if self.stream else "datagram"
-        listed = ", ".join(f"#{k} {a}" for k, a in enumerate(self.actions) if a != DELIVER)
-        return f"ScheduledLink([{listed}], label={self.label!r}, {mode})"
+        listed = [f"#{k} {a}" for k, a in enumerate(self.actions) if a != DELIVER]
+        listed += [] if self.window is None else [str(self.window)]
+        return f"ScheduledLink([{', '.join(listed)}], label={self.label!r}, {mode})"
 
 
 def _retransmission_arrives() -> bool:
@@ -158,28 +213,49 @@ def _trim(actions: tuple[Action, ...]) -> tuple[Action, ...]:
     return actions[:end]
 
 
-def _describe(what: str, actions: tuple[Action, ...]) -> str | None:
+def _describe(what: str, actions: tuple[Action, ...], window: Window | None) -> str | None:
     listed = [f"#{k} {a}" for k, a in enumerate(actions) if a != DELIVER]
+    listed += [] if window is None else [str(window)]
     return f"{what}: {', '.join(listed)}" if listed else None
 
 
 @dataclass(frozen=True)
 class ClientSchedule:
-    """The actions of one client's two links, by message index."""
+    """The actions of one client's two links, by message index, and their partition windows."""
 
     request: tuple[Action, ...] = ()
     reply: tuple[Action, ...] = ()
+    request_window: Window | None = None
+    reply_window: Window | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "request", _trim(tuple(self.request)))
         object.__setattr__(self, "reply", _trim(tuple(self.reply)))
 
+    def window(self, direction: str) -> Window | None:
+        """The partition window of the ``request`` or ``reply`` link."""
+        return self.request_window if direction == "request" else self.reply_window
+
+    def with_actions(self, direction: str, actions: Sequence[Action]) -> ClientSchedule:
+        """This plan with the ``request`` or ``reply`` link's actions replaced."""
+        if direction == "request":
+            return dataclasses.replace(self, request=tuple(actions))
+        return dataclasses.replace(self, reply=tuple(actions))
+
+    def with_window(self, direction: str, window: Window | None) -> ClientSchedule:
+        """This plan with the ``request`` or ``reply`` link's partition window replaced."""
+        if direction == "request":
+            return dataclasses.replace(self, request_window=window)
+        return dataclasses.replace(self, reply_window=window)
+
     @property
     def faults(self) -> int:
-        """Number of actions other than deliver."""
-        return sum(a != DELIVER for a in self.request + self.reply)
+        """Number of actions other than deliver, plus partition windows."""
+        windows = (self.request_window is not None) + (self.reply_window is not None)
+        return sum(a != DELIVER for a in self.request + self.reply) + windows
 
 
+DIRECTIONS = ("request", "reply")  # a ``Links`` pair's order
 _ITEM = re.compile(r"client(\d+) (request|reply): (.+)")
 _CRASH = re.compile(r"crash (before|after) request #(\d+)")
 _AT = re.compile(r"#(\d+) (.+)")
@@ -219,20 +295,40 @@ class FaultSchedule:
         return self.clients[index] if index < len(self.clients) else ClientSchedule()
 
     def links(
-        self, clients: int, *, stream: bool = False, tcp: TcpRecovery = TcpRecovery.RETRANSMIT
+        self,
+        clients: int,
+        *,
+        stream: bool = False,
+        tcp: TcpRecovery = TcpRecovery.RETRANSMIT,
+        origin: float | None = None,
     ) -> list[Links]:
         """Fresh links for ``clients`` clients: ``simulate(links=...)``, or one
-        ``Links`` per client channel of a real driver (``TcpChannel``, ``UdpChannel``)."""
-        out = []
-        for i in range(clients):
-            plan = self.client(i)
-            out.append(
-                Links(
-                    ScheduledLink(plan.request, f"client{i}/request", stream=stream, tcp=tcp),
-                    ScheduledLink(plan.reply, f"client{i}/reply", stream=stream, tcp=tcp),
-                )
-            )
-        return out
+        ``Links`` per client channel of a real driver (``TcpChannel``, ``UdpChannel``).
+        ``origin``: the driver's time partition windows count from (0 in the simulator)."""
+        return [
+            Links(*(self.link(i, d, stream=stream, tcp=tcp, origin=origin) for d in DIRECTIONS))
+            for i in range(clients)
+        ]
+
+    def link(
+        self,
+        client: int,
+        direction: str,
+        *,
+        stream: bool = False,
+        tcp: TcpRecovery = TcpRecovery.RETRANSMIT,
+        origin: float | None = None,
+    ) -> ScheduledLink:
+        """Client ``client``'s ``request`` or ``reply`` link."""
+        plan = self.client(client)
+        return ScheduledLink(
+            getattr(plan, direction),
+            f"client{client}/{direction}",
+            stream=stream,
+            tcp=tcp,
+            window=plan.window(direction),
+            origin=origin,
+        )
 
     def crash_at(self, arrival: int) -> CrashPoint | None:
         """The crash policy for ``simulate(crashes=...)``."""
@@ -253,8 +349,8 @@ class FaultSchedule:
     def __str__(self) -> str:
         parts: list[str] = []
         for i, plan in enumerate(self.clients):
-            for what, actions in (("request", plan.request), ("reply", plan.reply)):
-                text = _describe(f"client{i} {what}", actions)
+            for what in DIRECTIONS:
+                text = _describe(f"client{i} {what}", getattr(plan, what), plan.window(what))
                 if text is not None:
                     parts.append(text)
         parts += [f"crash before request #{k}" for k in sorted(self.crashes)]
@@ -274,6 +370,7 @@ class FaultSchedule:
         """Inverse of ``str``: ``parse(str(s)) == s`` for every schedule."""
         requests: dict[int, dict[int, Action]] = {}
         replies: dict[int, dict[int, Action]] = {}
+        windows: dict[tuple[int, str], Window] = {}
         before: set[int] = set()
         after: set[int] = set()
         stripped = text.strip()
@@ -286,16 +383,29 @@ class FaultSchedule:
             if match is None:
                 raise ValueError(f"cannot parse schedule item {item!r}")
             table = requests if match[2] == "request" else replies
-            actions = table.setdefault(_bounded(int(match[1]), "client"), {})
+            client = _bounded(int(match[1]), "client")
+            actions = table.setdefault(client, {})
             for entry in match[3].split(","):
+                if entry.strip().startswith("partition"):
+                    if (client, match[2]) in windows:
+                        raise ValueError(f"client{client} {match[2]}: one partition per link")
+                    windows[client, match[2]] = Window.parse(entry)
+                    continue
                 at = _AT.fullmatch(entry.strip())
                 if at is None:
-                    raise ValueError(f"expected '#k action', got {entry.strip()!r}")
+                    raise ValueError(
+                        f"expected '#k action' or 'partition START-END', got {entry.strip()!r}"
+                    )
                 actions[_bounded(int(at[1]), "message index")] = Action.parse(at[2])
         n = max([*requests, *replies], default=-1) + 1
         return cls(
             tuple(
-                ClientSchedule(_dense(requests.get(i, {})), _dense(replies.get(i, {})))
+                ClientSchedule(
+                    _dense(requests.get(i, {})),
+                    _dense(replies.get(i, {})),
+                    windows.get((i, "request")),
+                    windows.get((i, "reply")),
+                )
                 for i in range(n)
             ),
             frozenset(before),

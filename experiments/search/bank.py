@@ -33,7 +33,7 @@ from transports.faults import TcpRecovery
 from transports.links import Links
 from transports.retry import RetryPolicy, RtoEstimator
 from transports.schedule import FaultSchedule
-from transports.semantics import Semantics
+from transports.semantics import ReplyCache, Semantics
 from transports.sim import CrashPoint, SimRequest, simulate
 
 SCRYPT_N = 2**10
@@ -66,12 +66,21 @@ class Workload:
     policy: RetryPolicy
     max_attempts: int = 20
     ops: int = 3
+    #: At-most-once: seconds the server's reply cache keeps a reply (None: the
+    #: cache's default, 300 s, longer than any run here).
+    retention: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.ops <= 100:
             raise ValueError(f"ops per client must be in 1..100, got {self.ops}")
         if not 1 <= self.max_attempts <= 100:
             raise ValueError(f"max attempts must be in 1..100, got {self.max_attempts}")
+        if self.retention is not None and not 0.0 < self.retention <= 60.0:
+            raise ValueError(f"retention must be in (0, 60] s, got {self.retention}")
+
+    def reply_cache(self) -> ReplyCache | None:
+        """The server's reply cache (None: the endpoint's default)."""
+        return None if self.retention is None else ReplyCache(retention=self.retention)
 
     def retry_settings(self) -> RetrySettings:
         attempts = 1 if self.semantics is Semantics.MAYBE else self.max_attempts
@@ -199,11 +208,13 @@ def run_in_sim(
     with bank.fresh() as ledger:
         service = BankService(ledger)
         if trace is None:
-            endpoint = ServerEndpoint(service, workload.semantics)
-            links = schedule.links(clients, stream=model.stream, tcp=model.recovery)
+            endpoint = ServerEndpoint(service, workload.semantics, workload.reply_cache())
+            links = schedule.links(clients, stream=model.stream, tcp=model.recovery, origin=0.0)
         else:
             rows = functools.partial(_count_rows, ledger)
-            endpoint = TracedEndpoint(service, workload.semantics, schedule.crash_at, trace, rows)
+            endpoint = TracedEndpoint(
+                service, workload.semantics, schedule.crash_at, trace, rows, workload.reply_cache()
+            )
             links = traced_links(schedule, clients, trace, stream=model.stream, tcp=model.recovery)
         operations = workload.operations(clients)
         plans = [

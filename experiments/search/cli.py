@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from experiments.framework.options import choice, csv_list, error
 from experiments.search.bank import BankTemplate
 from experiments.search.config import (
-    FAULT_KINDS,
+    DEFAULT_FAULTS,
     add_workload_options,
     config_from_args,
     directions,
@@ -45,9 +45,10 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--faults",
         type=fault_kinds,
-        default=",".join(FAULT_KINDS),
+        default=",".join(DEFAULT_FAULTS),
         help="fault kinds the search may use: drop, dup, delay (past the timeout), reorder "
-        "(held back a fifth of the timeout), crash-before, crash-after (apply)",
+        "(held back a fifth of the timeout), crash-before, crash-after (apply), partition "
+        "(a timed window on one link, edges halfway between retries; not in the default)",
     )
     p.add_argument(
         "--directions",

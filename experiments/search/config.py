@@ -2,9 +2,10 @@
 
 Fault kinds name what the search may do to a run. Link kinds become
 ``ScheduledLink`` actions, scaled to the client's timeout so that a "delay"
-outlasts it and a "reorder" does not; crash kinds become crash points. A new
-fault kind (a timed partition, issue 17) is one more entry in ``FAULT_KINDS``
-plus its event in ``experiments.search.space``.
+outlasts it and a "reorder" does not; crash kinds become crash points;
+"partition" gives a link one timed window (``transports.schedule.Window``),
+its edges halfway between the client's retries. "partition" is not in the
+default kinds: ask for it (``--faults partition`` or with others).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 from experiments.framework.options import choice, csv_list, duration
 from experiments.search.bank import Model, Workload
 from experiments.search.properties import Property
-from experiments.search.space import DIRECTIONS, SearchSpace
+from experiments.search.space import DIRECTIONS, SearchSpace, partition_windows
 from transports.retry import POLICY_NAMES, RetryPolicy, parse_policy
-from transports.schedule import DROP, DUPLICATE, Action, delay
+from transports.schedule import DROP, DUPLICATE, Action, Window, delay
 from transports.semantics import Semantics
 from transports.sim import CrashPoint
 
@@ -43,7 +44,12 @@ def _link_actions(kind: str, timeout: float) -> tuple[Action, ...]:
 
 LINK_KINDS = ("drop", "dup", "delay", "reorder")
 CRASH_KINDS = {"crash-before": CrashPoint.BEFORE_APPLY, "crash-after": CrashPoint.AFTER_APPLY}
-FAULT_KINDS = (*LINK_KINDS, *CRASH_KINDS)
+PARTITION = "partition"
+DEFAULT_FAULTS = (*LINK_KINDS, *CRASH_KINDS)
+FAULT_KINDS = (*DEFAULT_FAULTS, PARTITION)
+#: A partition window's edges: 0 and this many halfway points per deposit
+#: (0, 0.5, 1.5, ... timeouts): windows up to 8.5 timeouts long for 3 deposits.
+PARTITION_EDGES_PER_OP = 3
 SEMANTICS = tuple(s.value for s in Semantics)
 MODELS = tuple(m.value for m in Model)
 PROPERTIES = tuple(p.value for p in Property)
@@ -59,7 +65,8 @@ class SearchConfig:
     timeout: float = DEFAULT_TIMEOUT
     attempts: int = 20
     ops: int = 3
-    faults: tuple[str, ...] = FAULT_KINDS
+    retention: float | None = None  # at-most-once reply cache; None: its default (300 s)
+    faults: tuple[str, ...] = DEFAULT_FAULTS
     directions: tuple[str, ...] = DIRECTIONS
     prop: Property = Property.NO_DUPLICATE
     examples: int = 300
@@ -84,13 +91,16 @@ class SearchConfig:
         return dataclasses.replace(parse_policy(self.policy), timeout=self.timeout)
 
     def workload(self) -> Workload:
-        return Workload(self.semantics, self.retry_policy, self.attempts, self.ops)
+        return Workload(self.semantics, self.retry_policy, self.attempts, self.ops, self.retention)
 
     def space(self) -> SearchSpace:
         actions = tuple(
             a for k in LINK_KINDS if k in self.faults for a in _link_actions(k, self.timeout)
         )
         crashes = tuple(point for k, point in CRASH_KINDS.items() if k in self.faults)
+        windows: tuple[Window, ...] = ()
+        if PARTITION in self.faults:
+            windows = partition_windows(self.timeout, PARTITION_EDGES_PER_OP * self.ops)
         return SearchSpace(
             actions,
             crashes,
@@ -99,6 +109,7 @@ class SearchConfig:
             max_faults=self.max_faults,
             max_index=2 * self.ops - 1,  # enough to reach every call's first retry
             max_arrival=3 * self.ops - 1,
+            windows=windows,
         )
 
 
@@ -123,6 +134,13 @@ def add_workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=duration, default=DEFAULT_TIMEOUT, help="per attempt")
     p.add_argument("--attempts", type=int, default=20, help="at most this many per call")
     p.add_argument("--ops", type=int, default=3, help="deposits per client, one at a time")
+    p.add_argument(
+        "--retention",
+        type=duration,
+        default=None,
+        help="at-most-once: how long the server's reply cache keeps a reply (default: the "
+        "cache's own, 300 s)",
+    )
     p.add_argument("--property", dest="prop", choices=PROPERTIES, default="no-duplicate")
     p.add_argument("--seed", type=int, default=1, help="the search's seed (and jittered retries')")
 
@@ -136,6 +154,7 @@ def config_from_args(args: argparse.Namespace, **search: object) -> SearchConfig
         timeout=args.timeout,
         attempts=args.attempts,
         ops=args.ops,
+        retention=args.retention,
         prop=Property(args.prop),
         seed=args.seed,
         **search,  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from transports.call import CallResult, Outcome
 # Link counters worth a word, in this order (FaultLink's event names).
 _EVENTS = (
     ("drop", "dropped"),
+    ("partition", "cut by the partition"),
     ("dup", "duplicated"),
     ("delay", "delayed"),
     ("retransmitted", "retransmitted by TCP"),
@@ -64,7 +65,14 @@ def explain(run: ScheduleRun, prop: Property) -> list[str]:
 def link_summary(run: ScheduleRun) -> list[str]:
     out = []
     for label, counts in run.links.items():
+        # A message a partition cuts also counts as a drop (datagram) or a
+        # retransmission (TCP): say it once, as the partition's.
+        cut = counts.get("partition", 0)
+        shown = {k: n - cut if k in _CUT_ALSO else n for k, n in counts.items()}
         words = [f"{counts.get('messages', 0)} messages"]
-        words += [f"{counts[key]} {what}" for key, what in _EVENTS if counts.get(key)]
+        words += [f"{shown[key]} {what}" for key, what in _EVENTS if shown.get(key, 0) > 0]
         out.append(f"{label} {', '.join(words)}")
     return out
+
+
+_CUT_ALSO = frozenset({"drop", "retransmitted"})

@@ -50,7 +50,7 @@ from transports.call import CallResult
 from transports.endpoint import ServerEndpoint
 from transports.links import Links
 from transports.schedule import FaultSchedule
-from transports.semantics import Semantics
+from transports.semantics import ReplyCache, Semantics
 from transports.service import Service
 from transports.sim import CrashPoint, CrashPolicy
 from transports.wire import Request
@@ -69,8 +69,14 @@ class ScheduledCrashes(ServerEndpoint):
     ever admitted but unfinished when a crash strikes.
     """
 
-    def __init__(self, service: Service, semantics: Semantics, policy: CrashPolicy) -> None:
-        super().__init__(service, semantics)
+    def __init__(
+        self,
+        service: Service,
+        semantics: Semantics,
+        policy: CrashPolicy,
+        reply_cache: ReplyCache | None = None,
+    ) -> None:
+        super().__init__(service, semantics, reply_cache)
         self.policy = policy
         self.arrivals = 0
         self.crashes: list[tuple[int, CrashPoint]] = []
@@ -140,14 +146,18 @@ async def _real(
     seed: int,
 ) -> ScheduleRun:
     stream = transport == "tcp"
-    links = schedule.links(clients, stream=stream, tcp=model.recovery)
     with bank.fresh() as ledger:
-        endpoint = ScheduledCrashes(BankService(ledger), workload.semantics, schedule.crash_at)
+        endpoint = ScheduledCrashes(
+            BankService(ledger), workload.semantics, schedule.crash_at, workload.reply_cache()
+        )
         operations = workload.operations(clients)
         opening = ledger.total_balance()
         server = await start_server(transport, ServerContext(endpoint, host=HOST))
         lag = LoopLag()
         watch = asyncio.create_task(lag.watch())
+        # Partition windows count from here, as the simulator's from its time 0.
+        origin = asyncio.get_running_loop().time()
+        links = schedule.links(clients, stream=stream, tcp=model.recovery, origin=origin)
         try:
             channels = [_channel(transport, server.port, pair) for pair in links]
             per_client = await asyncio.gather(

@@ -65,7 +65,11 @@ def run_search(config: SearchConfig, bank: BankTemplate) -> SearchAnswer:
     if found.schedule is None or found.clients is None:
         return SearchAnswer(config, found.runs)
     clients = found.clients
-    minimal = one_minimal(found.schedule, lambda s: check(clients, s) is not None)
+
+    def fails(schedule: FaultSchedule) -> bool:
+        return check(clients, schedule) is not None
+
+    minimal = one_minimal(found.schedule, fails, space.windows)
     steps: list[Step] = []
     explained = run(clients, minimal, steps)
     timeline = tuple(timeline_lines(steps))
@@ -75,24 +79,37 @@ def run_search(config: SearchConfig, bank: BankTemplate) -> SearchAnswer:
 def describe(config: SearchConfig) -> list[str]:
     """What a search covers, in a few lines."""
     space = config.space()
-    links = [k for k in config.faults if k not in CRASH_KINDS]
     crashes = [k for k in config.faults if k in CRASH_KINDS]
+    on = " and ".join(config.directions)
     kinds = []
-    if links:
+    if space.actions:
         actions = ", ".join(str(a) for a in space.actions)
-        on = " and ".join(config.directions)
         kinds.append(f"{actions} on {on} messages #0-{space.max_index} of each client")
+    if space.windows:
+        longest = max(w.end - w.start for w in space.windows)
+        last = max(w.end for w in space.windows)
+        kinds.append(
+            f"a partition of {on} links of each client, {len(space.windows)} windows "
+            f"from 0 to {last * 1e3:g} ms, up to {longest * 1e3:g} ms long"
+        )
     if crashes:
         points = " and ".join(k.removeprefix("crash-") for k in crashes)
         kinds.append(f"crashes {points} apply at request arrivals #0-{space.max_arrival}")
     return [
         f"property: {config.prop.value} ({config.prop.meaning})",
-        f"semantics {config.semantics.value}; network model {_MODEL[config.model]}",
+        f"semantics {config.semantics.value}{_retention(config)}; network model "
+        f"{_MODEL[config.model]}",
         f"retries: {config.retry_policy.describe()}, at most {config.attempts} attempts "
         f"(maybe: 1); 1-{config.clients} clients, {config.ops} deposits each, one at a time",
         f"faults: {'; '.join(kinds)}; at most {config.max_faults} per schedule",
         f"budget {config.examples} examples, seed {config.seed} (the simulator, virtual time)",
     ]
+
+
+def _retention(config: SearchConfig) -> str:
+    if config.retention is None:
+        return ""
+    return f" (the reply cache keeps a reply {config.retention * 1e3:g} ms)"
 
 
 def replay_command(config: SearchConfig, schedule: FaultSchedule, clients: int) -> str:
@@ -101,6 +118,8 @@ def replay_command(config: SearchConfig, schedule: FaultSchedule, clients: int) 
     if config.policy != "fixed":
         argv += ["--policy", config.policy]
     argv += ["--timeout", f"{config.timeout * 1e3:g}ms", "--attempts", str(config.attempts)]
+    if config.retention is not None:
+        argv += ["--retention", f"{config.retention * 1e3:g}ms"]
     argv += ["--ops", str(config.ops), "--clients", str(clients)]
     argv += ["--property", config.prop.value, "--seed", str(config.seed)]
     return shlex.join(argv)
@@ -119,11 +138,15 @@ def render_search(answer: SearchAnswer) -> str:
     plural = "s" * (schedule.faults != 1)
     lines.append(
         f"counterexample after {answer.runs} runs, {clients} client{'s' * (clients != 1)}, "
-        f"{schedule.faults} fault{plural} (1-minimal: removing any one fault repairs it):"
+        f"{schedule.faults} fault{plural} (1-minimal: removing any one fault repairs it"
+        f"{_NARROW if _has_window(schedule) else ''}):"
     )
     lines.append(f"  {schedule}")
     if answer.shrunk != schedule:
-        lines.append(f"  (Hypothesis shrank it to '{answer.shrunk}'; single faults removed since)")
+        since = "single faults removed" + (
+            " or windows narrowed" if _has_window(answer.shrunk) else ""
+        )
+        lines.append(f"  (Hypothesis shrank it to '{answer.shrunk}'; {since} since)")
     lines.append(f"why it breaks {config.prop.value}:")
     lines += [f"  {line}" for line in explain(answer.run, config.prop)]
     lines += [f"  {line}" for line in tcp_note(config, answer.run)]
@@ -134,12 +157,21 @@ def render_search(answer: SearchAnswer) -> str:
     return "\n".join(lines)
 
 
+_NARROW = ", as does narrowing a partition window to any shorter one inside it"
+
+
+def _has_window(schedule: FaultSchedule | None) -> bool:
+    clients = () if schedule is None else schedule.clients
+    return any(p.request_window or p.reply_window for p in clients)
+
+
 def tcp_note(config: SearchConfig, run: ScheduleRun) -> list[str]:
     """Under the TCP model a drop is late, not lost: say so when that made the violation."""
     late = sum(counts.get("retransmitted", 0) for counts in run.links.values())
     if not late or config.model is not Model.TCP:
         return []
-    what = "the dropped message" if late == 1 else f"the {late} dropped messages"
+    cut = "dropped or cut" if any(c.get("partition") for c in run.links.values()) else "dropped"
+    what = f"the {cut} message" if late == 1 else f"the {late} {cut} messages"
     return [
         f"no message was lost: TCP retransmitted {what} after its RTO (~204 ms), but the "
         f"client's timeout ({config.timeout * 1e3:g} ms) is shorter, so it retried first"
@@ -150,8 +182,9 @@ def render_replay(config: SearchConfig, schedule: FaultSchedule, result: Replay)
     stream = config.model if config.model.stream else Model.TCP
     lines = [
         f"replay of '{schedule}'",
-        f"  semantics {config.semantics.value}; retries {config.retry_policy.describe()}, at most "
-        f"{config.attempts} attempts; {config.ops} deposits per client",
+        f"  semantics {config.semantics.value}{_retention(config)}; retries "
+        f"{config.retry_policy.describe()}, at most {config.attempts} attempts; "
+        f"{config.ops} deposits per client",
         f"  udp and sim-udp: datagram rules; tcp and sim-tcp: {_MODEL[stream]}",
         "  tcp and udp: real loopback sockets, the schedule's links in the client channels",
     ]

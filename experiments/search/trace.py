@@ -15,8 +15,8 @@ from transports.admission import Peer
 from transports.endpoint import ServerEndpoint
 from transports.faults import TcpRecovery, Verdict
 from transports.links import Links
-from transports.schedule import DELIVER, Action, FaultSchedule, ScheduledLink
-from transports.semantics import Semantics
+from transports.schedule import DELIVER, Action, FaultSchedule, ScheduledLink, Window
+from transports.semantics import ReplyCache, Semantics
 from transports.service import Service
 from transports.sim import CrashPoint, CrashPolicy
 from transports.wire import Request, WireError, decode_message
@@ -37,6 +37,7 @@ _WORDS = {
     "absorbed_reorder": "TCP keeps the order",
     "reset": "connection reset",
     "gave_up": "TCP gave up",
+    "partition": "cut by the partition",
 }
 _CRASH = {
     CrashPoint.BEFORE_APPLY: " (the server crashed and restarted as it arrived: "
@@ -67,9 +68,14 @@ class TracedLink(ScheduledLink):
         *,
         stream: bool,
         tcp: TcpRecovery,
+        window: Window | None = None,
     ) -> None:
-        super().__init__(actions, label, stream=stream, tcp=tcp)
+        super().__init__(actions, label, stream=stream, tcp=tcp, window=window, origin=0.0)
         self.steps = steps
+        if window is not None:
+            ends = f"until {_ms(window.end)}"
+            steps.append(Step(window.start, f"{label}: partition begins, cuts all it sends {ends}"))
+            steps.append(Step(window.end, f"{label}: partition heals"))
 
     def apply(self, data: bytes, now: float) -> Verdict:
         index = self.sent
@@ -93,16 +99,16 @@ class TracedLink(ScheduledLink):
 def traced_links(
     schedule: FaultSchedule, clients: int, steps: list[Step], *, stream: bool, tcp: TcpRecovery
 ) -> list[Links]:
-    """``schedule.links``, each link noting its messages in ``steps``."""
-    return [
-        Links(
-            TracedLink(
-                schedule.client(i).request, f"client{i}/request", steps, stream=stream, tcp=tcp
-            ),
-            TracedLink(schedule.client(i).reply, f"client{i}/reply", steps, stream=stream, tcp=tcp),
-        )
-        for i in range(clients)
-    ]
+    """``schedule.links`` (timed from 0), each link noting its messages in ``steps``."""
+
+    def traced(i: int, direction: str) -> TracedLink:
+        plan = schedule.client(i)
+        label = f"client{i}/{direction}"
+        window = plan.window(direction)
+        actions = getattr(plan, direction)
+        return TracedLink(actions, label, steps, stream=stream, tcp=tcp, window=window)
+
+    return [Links(traced(i, "request"), traced(i, "reply")) for i in range(clients)]
 
 
 class TracedEndpoint(ServerEndpoint):
@@ -115,8 +121,9 @@ class TracedEndpoint(ServerEndpoint):
         crashes: CrashPolicy,
         steps: list[Step],
         rows: Callable[[], int],
+        reply_cache: ReplyCache | None = None,
     ) -> None:
-        super().__init__(service, semantics)
+        super().__init__(service, semantics, reply_cache)
         self.crashes = crashes
         self.steps = steps
         self.rows = rows  # how many rows the ledger holds

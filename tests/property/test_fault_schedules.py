@@ -26,6 +26,7 @@ from experiments.search.space import (
     Event,
     SearchSpace,
     link_faults,
+    partition_windows,
     to_schedule,
     without_each_fault,
 )
@@ -41,6 +42,7 @@ from transports.schedule import (
     ClientSchedule,
     FaultSchedule,
     ScheduledLink,
+    Window,
     delay,
 )
 from transports.semantics import Semantics
@@ -68,8 +70,14 @@ NO_DUP_ACTIONS = [DROP, *DELAY_ACTIONS]
 ACTIONS = [DROP, DUPLICATE, *DELAY_ACTIONS]
 
 
+#: Partition windows on the search's grid (edges halfway between the retries).
+WINDOWS = partition_windows(TIMEOUT, 9)
+
+
 def space(
-    actions: Sequence[Action] = ACTIONS, crash_points: Sequence[CrashPoint] = ()
+    actions: Sequence[Action] = ACTIONS,
+    crash_points: Sequence[CrashPoint] = (),
+    windows: Sequence[Window] = (),
 ) -> SearchSpace:
     return SearchSpace(
         tuple(actions),
@@ -78,15 +86,17 @@ def space(
         max_faults=MAX_FAULTS,
         max_index=MAX_INDEX,
         max_arrival=MAX_ARRIVAL,
+        windows=tuple(windows),
     )
 
 
 def schedules(
     actions: Sequence[Action] = ACTIONS,
     crash_points: Sequence[CrashPoint] = (),
+    windows: Sequence[Window] = (),
 ) -> st.SearchStrategy[FaultSchedule]:
-    """Up to MAX_FAULTS link faults and crashes (only at ``crash_points``)."""
-    return space(actions, crash_points).schedules()
+    """Up to MAX_FAULTS link faults, partitions and crashes (only at ``crash_points``)."""
+    return space(actions, crash_points, windows).schedules()
 
 
 def _schedule(events: list[Event]) -> FaultSchedule:
@@ -283,7 +293,7 @@ def test_at_most_once_without_crashes_never_duplicates(
 @settings(SEARCH, max_examples=examples(300))
 @given(
     clients=CLIENTS,
-    schedule=schedules(crash_points=tuple(CrashPoint)),
+    schedule=schedules(crash_points=tuple(CrashPoint), windows=WINDOWS),
     service_time=st.sampled_from(SERVICE_TIMES),
 )
 def test_exactly_once_survives_every_schedule(
@@ -301,7 +311,7 @@ def test_exactly_once_survives_every_schedule(
 
 
 @settings(SEARCH, max_examples=examples(200))
-@given(schedules(crash_points=tuple(CrashPoint)))
+@given(schedules(crash_points=tuple(CrashPoint), windows=WINDOWS))
 def test_schedule_text_round_trips(schedule: FaultSchedule) -> None:
     assert FaultSchedule.parse(str(schedule)) == schedule
     assert eval(repr(schedule)) == schedule  # the report's form is valid Python
