@@ -1,4 +1,4 @@
-"""Admission of expensive requests (logins): address validation, rate limits, bounded queue.
+"""Admission of expensive requests (logins): address validation, fair per flow, bounded.
 
 Sans-I/O, time is an argument. The endpoint asks ``Admission.admit`` before an
 operation the service marks expensive (``expensive_ops``, e.g. ``bank.login``,
@@ -14,9 +14,19 @@ a flood, and cheap operations keep their capacity (docs/SECURITY.md):
    this server process, valid in its window and the next. A spoofed source
    never sees its token, so it costs the server one small reply and cannot
    reach the ledger (nor lock accounts).
-2. **Rate limits**: a token bucket per source host and one for the server.
+2. **Fair per flow.** A flow is the peer's (host, port), an address the
+   transport or the token proved: a TCP connection, or a UDP source port.
+   A flow may have ONE request admitted and not finished (a second gets
+   ``BUSY``; a resend of the same request id is dropped, ``IN_PROGRESS``),
+   and a token bucket of its own. The threads take admitted requests in
+   arrival order, so with one place per flow the queue is round-robin over
+   flows: a flood from the user's own host (or NAT) cannot take the user's
+   turn, only add to the wait.
 3. **A bounded queue**: at most ``max_outstanding`` admitted requests running
-   or waiting for a thread; beyond that, ``BUSY`` at once.
+   or waiting for a thread, at most ``max_per_host`` of them from one host
+   (another host always finds a place); beyond that, ``BUSY`` at once. There
+   is no server-wide rate: the login threads bound the CPU, this bound the
+   wait, and a shared bucket would be drained by the flood (docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ from typing import NamedTuple
 #: Error codes of the refusals (transports/PROTOCOL.md, section 5.3).
 RETRY_WITH_TOKEN = "RETRY_WITH_TOKEN"
 BUSY = "BUSY"
+#: Not a reply: the request is a resend of one its flow is running; drop it.
+IN_PROGRESS = "IN_PROGRESS"
 #: The argument an expensive request over UDP echoes its token in; the
 #: endpoint removes it before the service sees the arguments.
 TOKEN_ARG = "address_token"
@@ -56,23 +68,24 @@ class AdmissionLimits:
     """How much expensive work a server admits (defaults: docs/SECURITY.md, "Limits")."""
 
     #: Admitted expensive requests running or queued; then ``BUSY`` at once.
-    max_outstanding: int = 12
-    #: Per source host: sustained requests per second, and the burst allowed.
-    source_rate: float = 5.0
-    source_burst: float = 10.0
-    #: The whole server: sustained requests per second, and the burst allowed.
-    total_rate: float = 30.0
-    total_burst: float = 60.0
-    #: Source hosts whose bucket is remembered (oldest forgotten first).
-    max_sources: int = 4096
+    #: With 2 login threads and ~35-55 ms of scrypt each, the last of 64
+    #: waits 1.1-1.8 s (docs/SECURITY.md, "Fair per flow").
+    max_outstanding: int = 64
+    #: Of those, at most this many from one host, so another host always
+    #: keeps ``max_outstanding - max_per_host`` places.
+    max_per_host: int = 48
+    #: Per flow (host, port): sustained requests per second, and the burst allowed.
+    flow_rate: float = 5.0
+    flow_burst: float = 10.0
+    #: Flows whose rate bucket is remembered (least recently seen forgotten first).
+    max_flows: int = 4096
     #: Address tokens are valid in the window they were issued in and the next.
     token_window: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.max_outstanding < 1 or self.max_sources < 1:
+        if min(self.max_outstanding, self.max_per_host, self.max_flows) < 1:
             raise ValueError("admission limits must be at least 1")
-        rates = (self.source_rate, self.source_burst, self.total_rate, self.total_burst)
-        if not all(r > 0 for r in rates) or not self.token_window > 0:
+        if not (self.flow_rate > 0 and self.flow_burst > 0 and self.token_window > 0):
             raise ValueError("rates, bursts and the token window must be positive")
 
 
@@ -140,52 +153,90 @@ class AddressTokens:
 
 
 class Admission:
-    """Decides, before an expensive request runs, whether it may (see module doc)."""
+    """Decides, before an expensive request runs, whether it may (see module doc).
+
+    Thread-safe: ``admit`` runs on the event loop, ``release`` on worker threads.
+    """
 
     def __init__(
         self, limits: AdmissionLimits | None = None, *, secret: bytes | None = None
     ) -> None:
         self.limits = limits = limits or AdmissionLimits()
         self.tokens = AddressTokens(limits.token_window, secret)
-        self._sources: OrderedDict[str, TokenBucket] = OrderedDict()
-        self._total: TokenBucket | None = None
-        self._outstanding = 0
-        self._lock = threading.Lock()  # release() runs on worker threads
+        self._buckets: OrderedDict[Address, TokenBucket] = OrderedDict()  # LRU
+        #: The flows with a request admitted and not finished, and its id.
+        self._running: dict[Address, str] = {}
+        self._per_host: dict[str, int] = {}  # outstanding per host (no zeros)
+        self._lock = threading.Lock()
 
     @property
     def outstanding(self) -> int:
-        return self._outstanding
+        return len(self._running)
 
-    def admit(self, peer: Peer | None, token: object, now: float) -> Refusal | None:
-        """None: run it (and ``release`` afterwards); else the refusal to send."""
-        limits = self.limits
+    @property
+    def flows_remembered(self) -> int:
+        return len(self._buckets)
+
+    def admit(
+        self, peer: Peer | None, token: object, now: float, request_id: str = ""
+    ) -> Refusal | None:
+        """None: run it (and ``release`` afterwards); else the refusal to send.
+
+        ``request_id``: a resend of the request its flow is running gets
+        ``IN_PROGRESS`` (drop it: the running one's reply answers it).
+        """
         if (
             peer is not None
             and not peer.validated
             and not self.tokens.check(token, peer.address, now)
         ):
             return Refusal(RETRY_WITH_TOKEN, self.tokens.issue(peer.address, now))
-        host = peer.address[0] if peer is not None else ""
-        bucket = self._sources.get(host)
-        if bucket is None:
-            bucket = self._sources[host] = TokenBucket(limits.source_rate, limits.source_burst, now)
-            if len(self._sources) > limits.max_sources:
-                self._sources.popitem(last=False)
-        else:
-            self._sources.move_to_end(host)
-        if not bucket.take(now):
-            return Refusal(BUSY, "too many logins from your address: wait a second and retry")
-        if self._total is None:
-            self._total = TokenBucket(limits.total_rate, limits.total_burst, now)
-        if not self._total.take(now):
-            return Refusal(BUSY, "too many logins at this server: wait a second and retry")
+        flow = _flow(peer)
+        limits = self.limits
         with self._lock:
-            if self._outstanding >= limits.max_outstanding:
+            running = self._running.get(flow)
+            if running is not None:
+                if request_id and running == request_id:
+                    return Refusal(IN_PROGRESS, "already running")
+                return Refusal(BUSY, "a login of yours is still running: wait for its reply")
+            if len(self._running) >= limits.max_outstanding:
                 return Refusal(BUSY, "server busy: too many logins waiting; retry later")
-            self._outstanding += 1
+            host = flow[0]
+            if self._per_host.get(host, 0) >= limits.max_per_host:
+                return Refusal(BUSY, "too many logins waiting from your address; retry later")
+            if not self._bucket(flow, now).take(now):
+                return Refusal(BUSY, "too many logins from your connection: wait a second")
+            self._running[flow] = request_id
+            self._per_host[host] = self._per_host.get(host, 0) + 1
         return None
 
-    def release(self) -> None:
-        """An admitted request is done (answered, dropped or abandoned)."""
+    def release(self, peer: Peer | None) -> None:
+        """The request admitted from ``peer`` is done (answered, dropped or abandoned)."""
+        flow = _flow(peer)
         with self._lock:
-            self._outstanding -= 1
+            if self._running.pop(flow, None) is None:
+                return  # nothing admitted from there: never count below zero
+            host = flow[0]
+            left = self._per_host[host] - 1
+            if left:
+                self._per_host[host] = left
+            else:
+                del self._per_host[host]
+
+    def _bucket(self, flow: Address, now: float) -> TokenBucket:
+        """The flow's rate bucket, remembered in a bounded LRU (call with the lock held)."""
+        buckets = self._buckets
+        bucket = buckets.get(flow)
+        if bucket is not None:
+            buckets.move_to_end(flow)
+            return bucket
+        limits = self.limits
+        bucket = buckets[flow] = TokenBucket(limits.flow_rate, limits.flow_burst, now)
+        if len(buckets) > limits.max_flows:
+            buckets.popitem(last=False)
+        return bucket
+
+
+def _flow(peer: Peer | None) -> Address:
+    """The flow a request belongs to: its peer's address (None: in-process callers)."""
+    return peer.address if peer is not None else ("", 0)

@@ -18,9 +18,10 @@ service errors become wire errors; their messages are cut to the wire's limit.
 
 ``admission`` (optional, ``transports.admission``) screens the operations the
 service marks expensive (``expensive_ops``, e.g. a login's scrypt) in
-``receive``, before deduplication: an unvalidated address, a rate limit or a
-full queue gets a small error reply at once. An admitted request holds its
-place until ``complete`` (or ``abandon``) releases it. ``receive`` takes the
+``receive``, before deduplication: an unvalidated address, a flow that
+already has one running, a rate limit or a full queue gets a small error reply
+at once. An admitted request holds its flow's place until ``complete`` (or
+``abandon``) releases it. ``receive``, ``complete`` and ``abandon`` take the
 ``Peer`` for this: the driver says where a request came from and whether its
 transport validated that address.
 
@@ -46,7 +47,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
-from transports.admission import TOKEN_ARG, Admission, Peer
+from transports.admission import IN_PROGRESS, TOKEN_ARG, Admission, Peer, Refusal
 from transports.semantics import InProgress, ReplyCache, Semantics
 from transports.service import CallContext, Service, ServiceError
 from transports.wire import (
@@ -152,48 +153,51 @@ class ServerEndpoint:
             request, token = _without_token(request)
             admitted = self.expensive(request)
             if admitted:
-                refusal = self._admit(request, peer, token, now, budget)
+                assert self.admission is not None
+                refusal = self.admission.admit(peer, token, now, request.id)
                 if refusal is not None:
-                    return refusal
+                    return self._refuse(request, refusal, budget)
         if self.reply_cache is None:
             return request
         cached = self.reply_cache.begin(_cache_key(request), now)
         if cached is None:
             return request
         if admitted:
-            self.abandon(request)  # answered without running
+            self.abandon(request, peer)  # answered without running
         if isinstance(cached, InProgress):
             self.count("dropped_in_progress")
             return None
         self.count("reply_cache_hits")
         return self.limit_reply(self._encode(replace(cached, attempt=request.attempt)), budget)
 
-    def _admit(
-        self, request: Request, peer: Peer | None, token: object, now: float, budget: int | None
-    ) -> bytes | None:
-        """Ask ``admission`` about an expensive request: None (admitted) or the refusal."""
-        assert self.admission is not None
-        refusal = self.admission.admit(peer, token, now)
-        if refusal is None:
+    def _refuse(self, request: Request, refusal: Refusal, budget: int | None) -> bytes | None:
+        """The reply to a request ``admission`` refused (None: drop it)."""
+        if refusal.code == IN_PROGRESS:  # the running one's reply will answer it
+            self.count("dropped_in_progress")
             return None
         self.count(f"refused_{refusal.code.lower()}")
         reply = error_reply(request.id, request.attempt, refusal.code, refusal.message)
         return self.limit_reply(encode_reply(reply), budget)
 
-    def abandon(self, request: Request) -> None:
-        """``request`` will not be completed (e.g. the server is stopping): free its place."""
+    def abandon(self, request: Request, peer: Peer | None = None) -> None:
+        """``request`` (from ``peer``) will not be completed: free its flow's place."""
         if self.admission is not None and self.expensive(request):
-            self.admission.release()
+            self.admission.release(peer)
 
-    def complete(self, request: Request, now: float, budget: int | None = None) -> bytes | None:
-        """Execute, remember the reply, encode it and fit it to ``budget`` (second step)."""
+    def complete(
+        self, request: Request, now: float, budget: int | None = None, peer: Peer | None = None
+    ) -> bytes | None:
+        """Execute, remember the reply, encode it and fit it to ``budget`` (second step).
+
+        ``peer``: as given to ``receive`` (an admitted request frees its flow's place).
+        """
         hook = self.crash_hook
         if hook is not None:
             hook(request, BEFORE_APPLY)
         try:
             reply = self.execute(request, now)
         finally:
-            self.abandon(request)  # done: an admitted request frees its place
+            self.abandon(request, peer)  # done: an admitted request frees its place
         if hook is not None:
             hook(request, AFTER_APPLY)  # a crash here loses the reply, not the change
         encoded = self._encode(reply)

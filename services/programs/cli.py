@@ -172,11 +172,12 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
          "threads for logins (scrypt), apart from --threads, so a login flood cannot hold up "
          "other operations"),
         ("--login-queue", int, admission.max_outstanding, "N",
-         "logins running or waiting at once; beyond, a login is refused at once with BUSY"),
-        ("--login-rate", float, admission.source_rate, "R",
-         "logins per second from one host, bursts of 2R"),
-        ("--login-rate-total", float, admission.total_rate, "R",
-         "logins per second per server process, bursts of 2R"),
+         "logins running or waiting at once (one per connection or UDP source port); "
+         "beyond, a login is refused at once with BUSY"),
+        ("--login-queue-per-host", int, admission.max_per_host, "N",
+         "of those, at most N from one host, so other hosts keep the rest"),
+        ("--login-rate", float, admission.flow_rate, "R",
+         "logins per second per connection or UDP source port, bursts of 2R"),
     ):  # fmt: skip
         serve.add_argument(
             flag, type=kind, default=default, metavar=metavar, help=f"{text} (default {default:g})"
@@ -314,8 +315,8 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         max_connections_per_source=args.max_connections_per_source,
         login_threads=args.login_threads,
         login_queue=args.login_queue,
+        login_queue_per_host=args.login_queue_per_host,
         login_rate=args.login_rate,
-        login_rate_total=args.login_rate_total,
         frame_timeout=args.frame_timeout,
         idle_timeout=args.idle_timeout,
         max_in_flight=args.max_in_flight,

@@ -44,8 +44,8 @@ class ServerConfig:
     max_connections_per_source: int = ServerLimits.max_connections_per_source
     login_threads: int = 2  # threads for the expensive operations (logins)
     login_queue: int = AdmissionLimits.max_outstanding
-    login_rate: float = AdmissionLimits.source_rate  # per source host, per second
-    login_rate_total: float = AdmissionLimits.total_rate  # per server process, per second
+    login_queue_per_host: int = AdmissionLimits.max_per_host
+    login_rate: float = AdmissionLimits.flow_rate  # per flow (host, port), per second
     frame_timeout: float = ServerLimits.frame_timeout
     idle_timeout: float = ServerLimits.idle_timeout
     max_in_flight: int = ServerLimits.max_in_flight

@@ -54,16 +54,15 @@ def server_limits(config: ServerConfig) -> ServerLimits:
 
 
 def admission_limits(config: ServerConfig) -> AdmissionLimits:
-    """The login limits (bursts of two seconds' worth); UsageError for a bad value."""
+    """The login limits (a flow's burst: two seconds' worth); UsageError for a bad value."""
     if config.login_threads < 1:
         raise UsageError(f"--login-threads must be at least 1, got {config.login_threads}")
     try:
         return AdmissionLimits(
             max_outstanding=config.login_queue,
-            source_rate=config.login_rate,
-            source_burst=max(1.0, 2 * config.login_rate),
-            total_rate=config.login_rate_total,
-            total_burst=max(1.0, 2 * config.login_rate_total),
+            max_per_host=config.login_queue_per_host,
+            flow_rate=config.login_rate,
+            flow_burst=max(1.0, 2 * config.login_rate),
         )
     except ValueError as err:
         raise UsageError(f"login limits: {err}") from err

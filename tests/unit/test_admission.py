@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
 import pytest
@@ -14,6 +15,7 @@ from services.bank import BankService
 from services.ledger import Ledger
 from transports.admission import (
     BUSY,
+    IN_PROGRESS,
     RETRY_WITH_TOKEN,
     TOKEN_ARG,
     AddressTokens,
@@ -36,7 +38,7 @@ from transports.wire import (
 
 HERE = ("127.0.0.1", 40000)
 SPOOFED = Peer(HERE, validated=False)
-WIDE = AdmissionLimits(source_rate=1e6, source_burst=1e6, total_rate=1e6, total_burst=1e6)
+WIDE = AdmissionLimits(flow_rate=1e6, flow_burst=1e6)
 
 
 # -- address tokens ---------------------------------------------------------------
@@ -64,40 +66,105 @@ def test_an_unvalidated_peer_must_echo_its_token_first() -> None:
     refusal = admission.admit(SPOOFED, None, now=0.0)
     assert refusal is not None and refusal.code == RETRY_WITH_TOKEN
     assert admission.admit(SPOOFED, refusal.message, now=0.0) is None
-    assert admission.admit(Peer(HERE, validated=True), None, now=0.0) is None  # TCP
+    assert admission.admit(Peer(("127.0.0.1", 40001), validated=True), None, now=0.0) is None
     assert admission.outstanding == 2
 
 
-def test_rate_limits_per_source_and_in_total() -> None:
-    limits = AdmissionLimits(source_rate=1.0, source_burst=2.0, total_rate=2.0, total_burst=3.0)
-    admission = Admission(limits)
+def _flow(port: int, host: str = "127.0.0.1") -> Peer:
+    return Peer((host, port), validated=True)
 
-    def admit(host: str, now: float) -> str | None:
-        refusal = admission.admit(Peer((host, 1), validated=True), None, now)
+
+def _code(refusal: object) -> str | None:
+    return getattr(refusal, "code", None)
+
+
+def test_the_rate_limit_is_per_flow() -> None:
+    admission = Admission(AdmissionLimits(flow_rate=1.0, flow_burst=2.0))
+
+    def admit(peer: Peer, now: float) -> str | None:
+        refusal = admission.admit(peer, None, now)
         if refusal is None:
-            admission.release()
-        return refusal.code if refusal else None
+            admission.release(peer)
+        return _code(refusal)
 
-    assert [admit("127.0.0.2", 0.0) for _ in range(3)] == [None, None, BUSY]  # its burst
-    assert admit("127.0.0.3", 0.0) is None  # another source: its own bucket
-    assert admit("127.0.0.4", 0.0) == BUSY  # but the server's burst of 3 is spent
-    assert admit("127.0.0.4", 0.5) is None  # the total refills at 2 a second
-    assert admit("127.0.0.2", 1.0) is None  # and each source at 1 a second
+    assert [admit(_flow(1), 0.0) for _ in range(3)] == [None, None, BUSY]  # its burst
+    assert admit(_flow(2), 0.0) is None  # another port of the same host: its own bucket
+    assert admit(_flow(1), 0.5) == BUSY and admit(_flow(1), 1.0) is None  # 1 a second
+
+
+def test_one_flow_cannot_hold_two_places() -> None:
+    admission = Admission()  # the defaults
+    assert admission.admit(_flow(1), None, 0.0, "a") is None
+    again = admission.admit(_flow(1), None, 0.0, "b")
+    assert _code(again) == BUSY and "still running" in getattr(again, "message", "")
+    # A resend of the running request is not refused: it is dropped, its reply answers it.
+    assert _code(admission.admit(_flow(1), None, 0.0, "a")) == IN_PROGRESS
+    assert admission.outstanding == 1
+    admission.release(_flow(2))  # another flow's release frees nothing here
+    assert admission.outstanding == 1
+    admission.release(_flow(1))
+    assert admission.outstanding == 0 and admission.admit(_flow(1), None, 0.1, "b") is None
+
+
+def test_forty_busy_flows_of_a_host_leave_a_place_for_its_next_flow() -> None:
+    # The flood of issue 16 over TCP: 40 connections from the user's own host,
+    # each sending logins as fast as it can (10 a second each).
+    admission = Admission()
+    for k in range(40):
+        assert admission.admit(_flow(1000 + k), None, 0.0) is None
+    for tick in range(20):
+        for k in range(40):
+            assert _code(admission.admit(_flow(1000 + k), None, tick * 0.1)) == BUSY
+    assert admission.admit(_flow(5000), None, 2.0) is None  # the user's own connection
+
+
+def test_the_per_host_cap_leaves_places_for_another_host() -> None:
+    limits = AdmissionLimits()
+    admission = Admission(limits)
+    codes = [_code(admission.admit(_flow(1000 + k), None, 0.0)) for k in range(100)]
+    assert codes.count(None) == limits.max_per_host and set(codes[limits.max_per_host :]) == {BUSY}
+    spare = limits.max_outstanding - limits.max_per_host
+    others = [admission.admit(_flow(k, "127.0.0.2"), None, 0.0) for k in range(spare)]
+    assert others == [None] * spare
+    full = admission.admit(_flow(0, "127.0.0.3"), None, 0.0)  # the total cap
+    assert _code(full) == BUSY and "server busy" in getattr(full, "message", "")
+    admission.release(_flow(1000))
+    assert admission.admit(_flow(0, "127.0.0.3"), None, 0.0) is None
+
+
+def test_flows_are_remembered_in_a_bounded_lru() -> None:
+    admission = Admission(AdmissionLimits(max_flows=3, flow_rate=1.0, flow_burst=1.0))
+    for port in (1, 2, 3, 1, 4):  # 1 is used again, so 2 is the oldest when 4 comes
+        if admission.admit(_flow(port), None, 0.0) is None:
+            admission.release(_flow(port))
+    assert admission.flows_remembered == 3
+    assert _code(admission.admit(_flow(1), None, 0.0)) == BUSY  # remembered: bucket spent
+    assert admission.admit(_flow(2), None, 0.0) is None  # forgotten: a fresh bucket
+    assert admission.flows_remembered == 3
 
 
 def test_a_full_queue_refuses_at_once_until_a_place_is_released() -> None:
     admission = Admission(AdmissionLimits(max_outstanding=2, **_wide_rates()))
-    trusted = Peer(HERE, validated=True)
-    assert admission.admit(trusted, None, 0.0) is None
-    assert admission.admit(trusted, None, 0.0) is None
-    refusal = admission.admit(trusted, None, 0.0)
+    assert admission.admit(_flow(1), None, 0.0) is None
+    assert admission.admit(_flow(2), None, 0.0) is None
+    refusal = admission.admit(_flow(3), None, 0.0)
     assert refusal is not None and refusal.code == BUSY and "busy" in refusal.message
-    admission.release()
-    assert admission.admit(trusted, None, 0.0) is None
+    admission.release(_flow(1))
+    assert admission.admit(_flow(3), None, 0.0) is None
 
 
 def _wide_rates() -> dict[str, float]:
-    return {"source_rate": 1e6, "source_burst": 1e6, "total_rate": 1e6, "total_burst": 1e6}
+    return {"flow_rate": 1e6, "flow_burst": 1e6}
+
+
+def test_releases_from_many_threads_free_every_place() -> None:
+    admission = Admission(AdmissionLimits(max_outstanding=800, max_per_host=800))
+    peers = [_flow(k) for k in range(800)]
+    assert all(admission.admit(peer, None, 0.0) is None for peer in peers)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(admission.release, peers))
+    assert admission.outstanding == 0
+    assert admission.admit(_flow(0), None, 0.0) is None
 
 
 # -- the endpoint with a bank -----------------------------------------------------
@@ -152,15 +219,30 @@ def test_invalid_login_input_needs_no_admission(ledger: Ledger) -> None:
 def test_logins_beyond_the_queue_get_busy_and_completion_frees_a_place(ledger: Ledger) -> None:
     admission = Admission(AdmissionLimits(max_outstanding=1, **_wide_rates()))
     endpoint = ServerEndpoint(BankService(ledger), admission=admission)
-    trusted = Peer(HERE, validated=True)
-    first = endpoint.receive(_login(1, "1234", "a"), 0.0, None, trusted)
+    first = endpoint.receive(_login(1, "1234", "a"), 0.0, None, _flow(1))
     assert isinstance(first, Request)
-    busy = endpoint.receive(_login(1, "1234", "b"), 0.0, None, trusted)
+    busy = endpoint.receive(_login(1, "1234", "b"), 0.0, None, _flow(2))
     assert isinstance(busy, bytes) and decode_reply(busy).error_code == BUSY
     assert endpoint.receive(encode_request(Request("c", "bank.logout", {"token": "t"})), 0.0)
-    endpoint.complete(first, 0.0)
+    endpoint.complete(first, 0.0, None, _flow(1))
     assert admission.outstanding == 0
-    assert isinstance(endpoint.receive(_login(1, "1234", "d"), 0.0, None, trusted), Request)
+    assert isinstance(endpoint.receive(_login(1, "1234", "d"), 0.0, None, _flow(2)), Request)
+
+
+def test_a_resent_login_that_is_running_is_dropped_not_refused(ledger: Ledger) -> None:
+    # A UDP client resends after its timeout while its login waits for a thread:
+    # the reply to the running one answers it; BUSY would report a failure
+    # for a login that is about to succeed.
+    endpoint = ServerEndpoint(BankService(ledger), admission=Admission(WIDE))
+    first = endpoint.receive(_login(1, "1234", "a"), 0.0, None, _flow(1))
+    assert isinstance(first, Request)
+    assert endpoint.receive(_login(1, "1234", "a"), 1.0, None, _flow(1)) is None
+    assert endpoint.counters["dropped_in_progress"] == 1
+    other = endpoint.receive(_login(1, "1234", "b"), 1.0, None, _flow(1))
+    assert isinstance(other, bytes) and decode_reply(other).error_code == BUSY
+    reply = endpoint.complete(first, 1.0, None, _flow(1))
+    assert reply is not None and decode_reply(reply).result is not None
+    assert isinstance(endpoint.receive(_login(1, "1234", "b"), 1.0, None, _flow(1)), Request)
 
 
 def test_service_error_messages_are_cut_to_the_wire_limit(ledger: Ledger) -> None:

@@ -372,12 +372,14 @@ class ServerContext:
                 and received.op in endpoint.expensive_ops
                 and endpoint.expensive(received)
             ):
-                self._complete_in_pool(expensive_pool, received, now, budget, respond, on_done)
+                self._complete_in_pool(
+                    expensive_pool, received, now, budget, respond, on_done, peer
+                )
                 return
             if self.pool is not None and endpoint.blocks(received):
-                self._complete_in_pool(self.pool, received, now, budget, respond, on_done)
+                self._complete_in_pool(self.pool, received, now, budget, respond, on_done, peer)
                 return
-            received = endpoint.complete(received, now, budget)
+            received = endpoint.complete(received, now, budget, peer)
         try:
             if received is not None:
                 respond(received)
@@ -392,21 +394,22 @@ class ServerContext:
         budget: int | None,
         respond: Callable[[bytes], None],
         on_done: Callable[[], None] | None,
+        peer: Peer | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         complete = self.endpoint.complete
         try:
-            future = loop.run_in_executor(pool, complete, request, now, budget)
+            future = loop.run_in_executor(pool, complete, request, now, budget, peer)
         except RuntimeError:  # the pool is shutting down: the server is stopping
             self.endpoint.count("dropped_shutdown")
-            self.endpoint.abandon(request)
+            self.endpoint.abandon(request, peer)
             self._reply(None, respond, on_done)
             return
 
         def done(f: asyncio.Future[bytes | None]) -> None:
             if f.cancelled():  # still queued when the server stopped: never ran
                 self.endpoint.count("dropped_shutdown")
-                self.endpoint.abandon(request)
+                self.endpoint.abandon(request, peer)
             ok = not f.cancelled() and f.exception() is None
             self._reply(f.result() if ok else None, respond, on_done)
 
