@@ -98,8 +98,10 @@ class ScheduledCrashes(ServerEndpoint):
         self._crash(arrival, point)  # whatever the server had to say is lost
         return None
 
-    def complete(self, request: Request, now: float, budget: int | None = None) -> bytes | None:
-        reply = super().complete(request, now, budget)
+    def complete(
+        self, request: Request, now: float, budget: int | None = None, peer: Peer | None = None
+    ) -> bytes | None:
+        reply = super().complete(request, now, budget, peer)
         doomed = self._doomed.pop(id(request), None)
         if doomed is None:
             return reply

@@ -145,9 +145,11 @@ class TracedEndpoint(ServerEndpoint):
         self.steps.append(Step(now, f"server arrival #{arrival}: {_name(data)}, {done}{crash}"))
         return received
 
-    def complete(self, request: Request, now: float, budget: int | None = None) -> bytes | None:
+    def complete(
+        self, request: Request, now: float, budget: int | None = None, peer: Peer | None = None
+    ) -> bytes | None:
         before = self.rows()
-        reply = super().complete(request, now, budget)
+        reply = super().complete(request, now, budget, peer)
         added = self.rows() - before
         applied = f"ledger row {before + 1} written" if added else "no ledger row written"
         self.steps.append(
