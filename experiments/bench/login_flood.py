@@ -33,6 +33,7 @@ from experiments.bench.attack import (
     start_attacker,
     write_results,
 )
+from services.ledger import Ledger
 from transports.aio.client import RpcClient, default_settings, open_channel
 from transports.call import Outcome
 
@@ -106,6 +107,24 @@ async def _legitimate(transport: str, port: int, seconds: float) -> dict[str, An
     return {**deposits, **new_login}
 
 
+def login_cost(count: int = 20) -> dict[str, float]:
+    """One login's time (scrypt at the server's default cost), in process, no load:
+    what sizes the login queue (docs/SECURITY.md, "Fair per flow")."""
+    times = []
+    with (
+        tempfile.TemporaryDirectory(prefix="login-cost-") as tmp,
+        Ledger(str(Path(tmp) / "bank.db")) as ledger,
+    ):
+        for _ in range(count):
+            started = time.perf_counter()
+            ledger.login(1, "1234", now=time.time())
+            times.append(time.perf_counter() - started)
+    return {
+        "login_median_ms": round(statistics.median(times) * 1000, 1),
+        "login_max_ms": round(max(times) * 1000, 1),
+    }
+
+
 def measure(transport: str, rate: float, seconds: float, flood_host: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="login-flood-") as tmp:
         server = BankProcess.start(transport, str(Path(tmp) / "bank.db"))
@@ -173,8 +192,9 @@ def render(rows: list[dict[str, Any]], caption: str) -> str:
         lines.append(f"| {row['transport']} | {row['flood_host']} | {values} |")
     lines += [
         "",
-        "Columns: *flood from*, the attacker's address (the clients use 127.0.0.1: the "
-        "same address shares their per-source login budget); *flood sent*, logins of "
+        "Columns: *flood from*, the attacker's address (the clients use 127.0.0.1: a "
+        "flood from there comes from the user's own host, as from behind the same NAT; "
+        "login admission is per connection or UDP port); *flood sent*, logins of "
         "unknown accounts the attacker sent; *deposits*, "
         "one every 100 ms by a client logged in before the flood (latency of each call, "
         "retries included); *new login*, seconds until a client arriving 3 s into the "
@@ -213,16 +233,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     hosts = [h for h in args.flood_hosts.split(",") if h]
     if not hosts or not all(h.startswith("127.") for h in hosts):
         parser.error("--flood-hosts must be loopback addresses (127.0.0.0/8)")
+    cost = login_cost()
     rows = [measure(t, args.rate, args.seconds, h) for h in hosts for t in transports]
     caption = (
         f"{args.rate:g} logins/s of unknown accounts for "
         f"{RAMP:g} s + {args.seconds:g} s of deposits + until SIGTERM; the clients on "
         f"{HOST}; server defaults (`python -m services serve bank`); {environment()}, "
-        "shared with other work."
+        "shared with other work. One login (scrypt) in process before the runs: "
+        f"median {cost['login_median_ms']:g} ms, max {cost['login_max_ms']:g} ms of 20."
     )
     markdown = render(rows, caption)
     print(markdown)
-    record = {"caption": caption, "rows": rows, "verdicts": [verdicts(r) for r in rows]}
+    record = {
+        "caption": caption,
+        "login_cost": cost,
+        "rows": rows,
+        "verdicts": [verdicts(r) for r in rows],
+    }
     write_results(args.out or default_out(), "login_flood", record, markdown)
     return 0
 
