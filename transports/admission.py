@@ -68,8 +68,8 @@ class AdmissionLimits:
     """How much expensive work a server admits (defaults: docs/SECURITY.md, "Limits")."""
 
     #: Admitted expensive requests running or queued; then ``BUSY`` at once.
-    #: With 2 login threads and ~35-55 ms of scrypt each, the last of 64
-    #: waits 1.1-1.8 s (docs/SECURITY.md, "Fair per flow").
+    #: With 2 login threads the last of 64 waits for 32 logins' time, under
+    #: 2 s at this machine's scrypt cost (docs/SECURITY.md, "Fair per flow").
     max_outstanding: int = 64
     #: Of those, at most this many from one host, so another host always
     #: keeps ``max_outstanding - max_per_host`` places.

@@ -55,8 +55,15 @@ def server_limits(config: ServerConfig) -> ServerLimits:
 
 def admission_limits(config: ServerConfig) -> AdmissionLimits:
     """The login limits (a flow's burst: two seconds' worth); UsageError for a bad value."""
-    if config.login_threads < 1:
-        raise UsageError(f"--login-threads must be at least 1, got {config.login_threads}")
+    for flag, count in (
+        ("--login-threads", config.login_threads),
+        ("--login-queue", config.login_queue),
+        ("--login-queue-per-host", config.login_queue_per_host),
+    ):
+        if count < 1:
+            raise UsageError(f"{flag} must be at least 1, got {count}")
+    if not config.login_rate > 0:  # also refuses NaN
+        raise UsageError(f"--login-rate must be positive, got {config.login_rate:g}")
     try:
         return AdmissionLimits(
             max_outstanding=config.login_queue,

@@ -8,8 +8,9 @@ import pytest
 
 from services.programs.cli import build_parser, client_config, main, server_config
 from services.programs.config import ClientConfig, ServerConfig
-from services.programs.options import served_semantics, server_limits
+from services.programs.options import admission_limits, served_semantics, server_limits
 from services.programs.server import listening_line
+from transports.admission import AdmissionLimits
 from transports.aio.driver import ServerLimits
 from transports.faults import FaultSpec
 from transports.semantics import Semantics
@@ -68,6 +69,16 @@ def test_every_serve_option_reaches_the_config() -> None:
         config.port = 1  # type: ignore[misc]
 
 
+def test_the_login_options_reach_the_admission_limits() -> None:
+    config = parse_serve(
+        "bank", "--login-queue", "20", "--login-queue-per-host", "15", "--login-rate", "2"
+    )
+    assert admission_limits(config) == AdmissionLimits(
+        max_outstanding=20, max_per_host=15, flow_rate=2.0, flow_burst=4.0
+    )
+    assert admission_limits(parse_serve("bank")) == AdmissionLimits()
+
+
 def test_every_client_option_reaches_the_config() -> None:
     config = parse_client(
         "atm", "--transport", "udp", "--host", "h", "--port", "6000",
@@ -99,6 +110,9 @@ def test_listening_line_format() -> None:
         (["serve", "bank", "--port", "70000"], "--port must be 0..65535, got 70000"),
         (["serve", "numbers", "--prime-processes", "-1"], "--prime-processes must be 0 or more"),
         (["serve", "bank", "--workers", "0"], "--workers must be 1..64, got 0"),
+        (["serve", "bank", "--login-queue", "0"], "--login-queue must be at least 1, got 0"),
+        (["serve", "bank", "--login-queue-per-host", "0"], "--login-queue-per-host must be"),
+        (["serve", "bank", "--login-rate", "nan"], "--login-rate must be positive, got nan"),
         (["client", "atm", "--faults", "crash=2"], "crash must be a probability"),
         (["client", "atm", "--port", "-1"], "--port must be 0..65535, got -1"),
         (["client", "atm", "--timeout", "0"], "--timeout must be positive"),
