@@ -1,8 +1,8 @@
 """The fixes of issue 16 over real loopback sockets: spoofed logins cannot lock an
 account, exact PINs, bounded errors for huge numbers, wall-clock times in the
 ledger, exactly-once keys per account, connection slots freed when a peer closes,
-a per-source connection cap, an idle timer only valid requests reset, and a stop
-that does not wait for queued logins.
+a per-source connection cap, an idle timer only valid requests reset, a stop
+that does not wait for queued logins, and logins admitted one per connection.
 """
 
 from __future__ import annotations
@@ -297,6 +297,54 @@ def test_a_stop_does_not_wait_for_queued_logins(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
+def _login_frames(prefix: str, account: int, count: int) -> bytes:
+    args = {"account": account, "pin": "1"}
+    return b"".join(
+        frame(encode_request(Request(f"{prefix}-{i}", "bank.login", args))) for i in range(count)
+    )
+
+
+def _error_codes(sock: socket.socket, count: int) -> list[str]:
+    """The error codes of the next ``count`` replies on ``sock``, sorted."""
+    sock.settimeout(10.0)
+    codes = []
+    for _ in range(count):
+        header = sock.recv(4, socket.MSG_WAITALL)
+        assert len(header) == 4
+        body = sock.recv(struct.unpack(">I", header)[0], socket.MSG_WAITALL)
+        codes.append(str(decode_reply(body).error_code))
+    return sorted(codes)
+
+
+def test_logins_are_admitted_one_per_connection(tmp_path: Path) -> None:
+    # 20 connections from the user's own host each pipeline 5 logins of an
+    # unknown account: each gets one run and BUSY for the other 4, and the
+    # user's new connection still logs in at its first try. (A budget per host
+    # gave the first 10 logins of the host and BUSY to the rest, user included.)
+    with bank("tcp", tmp_path) as server:
+        socks = [_connect(server.port) for _ in range(20)]
+        try:
+            for k, sock in enumerate(socks):
+                sock.sendall(_login_frames(f"f{k}", 900 + k, 5))
+
+            async def user() -> None:
+                client = rpc("tcp", server.port, timeout=10.0, attempts=1)
+                await login(client, 1)
+                await client.close()
+
+            asyncio.run(user())
+            first = [_error_codes(sock, 5) for sock in socks]
+            for k, sock in enumerate(socks):  # its login done, a connection may log in again
+                sock.sendall(_login_frames(f"g{k}", 900 + k, 1))
+            second = [_error_codes(sock, 1) for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+    assert first == [["AUTH_FAILED"] + ["BUSY"] * 4] * 20
+    assert second == [["AUTH_FAILED"]] * 20
+    assert server.counters["refused_busy"] == 80
+
+
 def test_the_atm_says_the_account_is_locked_and_for_how_long(
     transport: str, tmp_path: Path
 ) -> None:
