@@ -63,3 +63,8 @@ def test_churn_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit) as exit_:
         churn.main(["--churners", "50"])
     assert exit_.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_login_cost_times_real_logins() -> None:
+    cost = login_flood.login_cost(count=3)
+    assert 0 < cost["login_median_ms"] <= cost["login_max_ms"]
