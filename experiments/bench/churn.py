@@ -33,6 +33,7 @@ from experiments.bench.attack import (
     start_attacker,
     write_results,
 )
+from experiments.framework.results import check_writable
 from transports.framing import frame
 from transports.wire import Request, decode_reply, encode_request
 
@@ -135,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (1 <= args.churners <= 8 and 1 <= args.seconds <= 30):
         parser.error("--churners must be 1..8 and --seconds 1..30")
+    try:
+        check_writable(args.out or default_out())
+    except ValueError as err:
+        parser.error(str(err))
     row = measure(args.seconds, args.churners)
     caption = (
         f"{args.churners} processes churning from {HOST} for {args.seconds:g} s beside a "

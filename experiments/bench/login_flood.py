@@ -33,6 +33,7 @@ from experiments.bench.attack import (
     start_attacker,
     write_results,
 )
+from experiments.framework.results import check_writable
 from services.ledger import Ledger
 from transports.aio.client import RpcClient, default_settings, open_channel
 from transports.call import Outcome
@@ -233,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     hosts = [h for h in args.flood_hosts.split(",") if h]
     if not hosts or not all(h.startswith("127.") for h in hosts):
         parser.error("--flood-hosts must be loopback addresses (127.0.0.0/8)")
+    try:
+        check_writable(args.out or default_out())
+    except ValueError as err:
+        parser.error(str(err))
     cost = login_cost()
     rows = [measure(t, args.rate, args.seconds, h) for h in hosts for t in transports]
     caption = (

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from experiments.framework.results import check_writable
 from transports.progname import invoked_as
 
 T = TypeVar("T")
@@ -172,7 +173,8 @@ def config_from(cls: type[C], args: argparse.Namespace, **changes: Any) -> C:
 
     The parser's destinations and the config's fields must be the same names:
     a mismatch is a programming error and raises ``TypeError``. An ``out``
-    left unset becomes this run's own folder (``run_folder``).
+    left unset becomes this run's own folder (``run_folder``); ``ValueError`` if it cannot be
+    written (checked before the run).
     """
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     given = vars(args)
@@ -181,6 +183,8 @@ def config_from(cls: type[C], args: argparse.Namespace, **changes: Any) -> C:
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
     if "out" in values and values["out"] is None:
         values["out"] = run_folder()
+    if isinstance(out := values.get("out"), Path):
+        check_writable(out)  # a typo in --out costs no run
     values.update(changes)
     return cls(**values)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,24 @@ class Results:
     plot: Plot | None = None
     reading: str = ""  # Markdown: what the run shows, from its own numbers
     legend: str = ""  # Markdown: what each column means, with its unit
+
+
+def check_writable(out: Path) -> None:
+    """``ValueError`` unless ``out`` is, or can be made, a folder we may write in.
+
+    Checked before a run, so that a typo in ``--out`` costs no run (and no
+    traceback at its end). Nothing is created yet: an interrupted run leaves
+    no empty folder behind.
+    """
+    folder = out.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: {folder} is not a folder")
+    try:  # a real try, not os.access: root passes access() where mkdir still fails
+        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=folder))
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write in {folder} ({err.strerror})") from None
 
 
 def write_results(out: Path, name: str, results: Results) -> list[Path]:

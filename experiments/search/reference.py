@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 from experiments.framework.options import add_output_options, environment, error, run_folder
 from experiments.framework.records import Record
-from experiments.framework.results import Results, write_results
+from experiments.framework.results import Results, check_writable, write_results
 from experiments.framework.tables import legend, section
 from experiments.search.bank import BankTemplate, Model
 from experiments.search.config import SearchConfig
@@ -135,6 +135,7 @@ def main(argv: Sequence[str]) -> int:
     # No --out: this run's own folder (results/runs/<UTC time>), as every experiment.
     config = ReferenceConfig(args.examples, args.out or run_folder(), args.name)
     try:
+        check_writable(config.out)
         searches(config.examples)  # checks the budget before anything runs
     except ValueError as err:
         return error(err)

@@ -8,6 +8,7 @@ import importlib
 import re
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +100,7 @@ def test_help_speaks_to_users(module: str, capsys: pytest.CaptureFixture[str]) -
 
 
 @pytest.mark.parametrize(
-    "module", ["retries", "kernel", "crashes", "reply_cache", "tcp_model", "throughput"]
+    "module", ["retries", "kernel", "crashes", "reply_cache", "tcp_model", "throughput", "outages"]
 )
 def test_every_option_has_help_and_shows_its_default(module: str) -> None:
     for action in option_helps(module):
@@ -148,3 +149,22 @@ def test_a_bad_choice_is_refused_with_the_valid_ones(
     error = text.strip().splitlines()[-1]
     for name in valid:
         assert name in error, f"{module} {argv}: {error}"
+
+
+#: The experiments that write result files, with arguments that keep a run short.
+WRITERS = (
+    ("retries", ["--quick"]), ("crashes", ["--quick"]), ("reply_cache", ["--quick"]),
+    ("outages", ["--quick"]), ("tcp_model", []), ("throughput", []),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(("module", "argv"), WRITERS)
+def test_an_unwritable_out_is_refused_before_the_run(
+    module: str, argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Under a regular file: no folder can be made there, even by root.
+    (tmp_path / "a-file").write_text("")
+    status, text = run_main(module, [*argv, "--out", str(tmp_path / "a-file" / "run")], capsys)
+    assert status == 2
+    assert "is not a folder" in text and "Traceback" not in text
+    assert "wrote" not in text  # nothing ran, nothing was written
