@@ -14,6 +14,9 @@ import pytest
 
 from tests.integration.servers import serve_process
 
+#: Every test starts server and client processes: ~9 s for the module.
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).parent
 SEED_CLIENT = HERE / "seed_clients" / "problem_a_client.py"
 RUN_SEED_CLIENT = HERE / "seed_clients" / "run_seed_client.py"

@@ -71,7 +71,7 @@ COMMANDS: dict[str, Kind] = {
         LONG, "a new venv and the main experiment (~75 s); its --help and a one-cell run are run"
     ),
     "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && "
-    ".venv/bin/python -m pytest": Kind(LONG, "the whole test suite (~2.5 min), this test included"),
+    ".venv/bin/python -m pytest": Kind(LONG, "the whole test suite (~3.5 min), this test included"),
     "python -m experiments.retries --quick": Kind(LONG, "a smoke run of 15-30 s"),
     "python -m experiments.retries --fault-backend kernel": Kind(
         ROOT_ONLY, "network namespaces (root) and a full run of several minutes"

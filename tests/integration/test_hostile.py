@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from services.bank import BankService
 from services.ledger import Ledger
 from services.text import TextService
@@ -45,6 +47,9 @@ from transports.wire import (
     encode_reply,
     encode_request,
 )
+
+#: Real servers under hostile traffic, several as processes: ~9 s for the module.
+pytestmark = pytest.mark.slow
 
 HOST = "127.0.0.1"
 OPENING_TOTAL = 30_000  # the three demo accounts, 10,000 each

@@ -19,6 +19,9 @@ from transports.retry import RetryPolicy
 from transports.schedule import FaultSchedule
 from transports.semantics import Semantics
 
+#: Partitions replayed on real sockets, waiting out their windows: ~4 s for the module.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def bank() -> Iterator[BankTemplate]:

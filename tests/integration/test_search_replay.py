@@ -22,6 +22,9 @@ from transports.schedule import FaultSchedule
 from transports.semantics import Semantics
 from transports.sim import CrashPoint
 
+#: Schedules replayed on real TCP and UDP sockets in real time: ~3 s for the module.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def bank() -> Iterator[BankTemplate]:

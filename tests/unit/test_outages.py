@@ -174,6 +174,7 @@ def _outages(cwd: Path, hash_seed: str, seed: int) -> None:
                    check=True, capture_output=True, timeout=300)  # fmt: skip
 
 
+@pytest.mark.slow  # two experiment runs in subprocesses
 def test_two_runs_same_seed_write_identical_tables(tmp_path: Path) -> None:
     """The simulator's tables depend on the seed alone: not on the process, its hash
     seed (set and dict order of strings) or which worker process ran a cell."""
